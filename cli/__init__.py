@@ -1,0 +1,1 @@
+"""The `wasm-oci` command line: a thin click layer over the library."""

@@ -1,0 +1,41 @@
+"""Entry point: the command group and the mapping of project errors to one line and an exit code."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from wasm_oci import __version__
+from wasm_oci.cli.distribution import copy_cmd, inspect_cmd, login_cmd, logout_cmd, package_cmd, pull_cmd, push_cmd
+from wasm_oci.errors import WasmOciError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="wasm-oci")
+def cli() -> None:
+    """Package, distribute and run WebAssembly components as OCI artifacts."""
+
+
+for command in (package_cmd, push_cmd, pull_cmd, inspect_cmd, copy_cmd, login_cmd, logout_cmd):
+    cli.add_command(command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        status = cli.main(args=argv, prog_name="wasm-oci", standalone_mode=False)
+    except WasmOciError as exc:
+        click.echo(f"wasm-oci: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("wasm-oci: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("wasm-oci: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(141)
+    sys.exit(status if isinstance(status, int) else 0)

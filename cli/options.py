@@ -1,0 +1,40 @@
+"""Option groups shared by the commands that talk to registries."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from wasm_oci.oci.remote import RegistryOptions
+
+
+def registry_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--plain-http", is_flag=True, help="Use HTTP instead of HTTPS (loopback registries)."),
+        click.option("--ca-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="CA bundle for the registry's TLS certificate."),
+        click.option("--insecure", is_flag=True, help="Skip TLS certificate verification."),
+        click.option("-u", "--username", help="Registry user (default: the Docker config's credentials)."),
+        click.option("-p", "--password", help="Registry password or token."),
+        click.option("--password-stdin", is_flag=True, help="Read the password from standard input."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def build_registry_options(
+    plain_http: bool, ca_file: Path | None, insecure: bool, username: str | None, password: str | None, password_stdin: bool, **_: Any
+) -> RegistryOptions:
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if password and not username:
+        raise click.UsageError("--password needs --username")
+    return RegistryOptions(plain_http=plain_http, ca_file=ca_file, insecure_skip_tls_verify=insecure, username=username, password=password)
+
+
+def output_format(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Output format.")(func)

@@ -1,0 +1,1 @@
+"""OCI distribution: references, content stores (local layout, remote registry), packaging and copy."""

@@ -1,0 +1,195 @@
+"""The distribution operations as a Python API; the CLI is a thin layer over these functions.
+
+    from wasm_oci.oci import api
+    result = api.push("hello.wasm", "registry.example/acme/hello:1.0")
+    api.pull("registry.example/acme/hello:1.0", output=Path("hello.wasm"))
+
+References are strings in the grammar of `wasm_oci.oci.reference`; registry connection settings
+come in a `RegistryOptions`. Errors are `wasm_oci.errors.WasmOciError` subclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from wasm_oci import paths
+from wasm_oci.errors import InvalidWasm, NotFound, StoreError
+from wasm_oci.oci import digest as digests
+from wasm_oci.oci import package as packaging
+from wasm_oci.oci import reference as references
+from wasm_oci.oci import wasminfo
+from wasm_oci.oci.artifact import WasmArtifact
+from wasm_oci.oci.artifact import read as read_artifact
+from wasm_oci.oci.auth import Credentials, DockerConfig
+from wasm_oci.oci.copy import CopyStats, Progress, copy_graph
+from wasm_oci.oci.descriptor import Descriptor
+from wasm_oci.oci.layout import OCILayout, atomic_write
+from wasm_oci.oci.memory import MemoryStore
+from wasm_oci.oci.reference import LayoutReference, Reference, RegistryReference
+from wasm_oci.oci.remote import RegistryOptions, RemoteRepository
+from wasm_oci.oci.target import Target
+
+__all__ = [
+    "RegistryOptions", "PackageOptions", "Result", "open_target", "package_file", "push", "pull",
+    "copy", "inspect", "login", "logout",
+]
+PackageOptions = packaging.PackageOptions
+
+
+@dataclass(frozen=True)
+class Result:
+    """What push, pull and copy report: the canonical reference and the manifest's descriptor."""
+
+    reference: str
+    descriptor: Descriptor
+    stats: CopyStats | None = None
+    output: Path | None = None
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "reference": self.reference,
+            "digest": self.descriptor.digest,
+            "mediaType": self.descriptor.media_type,
+            "size": self.descriptor.size,
+        }
+        if self.stats:
+            out["blobsCopied"], out["blobsSkipped"] = self.stats.blobs_copied, self.stats.blobs_skipped
+        if self.output:
+            out["output"] = str(self.output)
+        return out
+
+
+def open_target(ref: Reference, options: RegistryOptions | None = None, create: bool = False) -> Target:
+    if isinstance(ref, RegistryReference):
+        return RemoteRepository(ref, options)
+    return OCILayout(ref.path, create=create or ref.local_store)
+
+
+def _tag_of(ref: Reference) -> str | None:
+    return ref.tag if isinstance(ref, RegistryReference) else ref.name
+
+
+def read_wasm_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise NotFound(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InvalidWasm(f"{path} is a directory, not a .wasm file") from None
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def package_file(path: Path, opts: PackageOptions = PackageOptions()) -> tuple[packaging.Packaged, bytes]:
+    wasm = read_wasm_file(path)
+    try:
+        info = wasminfo.inspect(wasm)
+    except InvalidWasm as exc:
+        raise InvalidWasm(f"{path}: {exc}") from None
+    return packaging.package(wasm, info, path.name, opts), wasm
+
+
+def store_packaged(target: Target, packaged: packaging.Packaged, wasm: bytes, tag: str | None) -> None:
+    target.push_blob(packaged.layer, [wasm])
+    target.push_blob(packaged.config, [packaged.config_bytes])
+    target.push_manifest(packaged.manifest, packaged.manifest_bytes, tag)
+
+
+def package(path: Path, dest: str, opts: PackageOptions = PackageOptions()) -> Result:
+    """Package a .wasm file into a local layout (default store or oci:PATH) under a tag."""
+    ref = references.parse(dest)
+    if not isinstance(ref, LayoutReference):
+        raise StoreError(f"package writes to a local store or oci:PATH, not the registry {ref.registry}; use push")
+    packaged, wasm = package_file(path, opts)
+    store_packaged(OCILayout(ref.path, create=True), packaged, wasm, ref.name)
+    return Result(str(ref.with_digest(packaged.manifest.digest)), packaged.manifest)
+
+
+def _source(source: str, opts: PackageOptions, options: RegistryOptions | None) -> tuple[Target, Descriptor]:
+    """A push/copy source: a .wasm file (packaged on the fly) or any reference."""
+    path = Path(source)
+    if source.endswith(".wasm") or (path.is_file() and not source.startswith("oci:")):
+        packaged, wasm = package_file(path, opts)
+        memory = MemoryStore()
+        store_packaged(memory, packaged, wasm, None)
+        return memory, packaged.manifest
+    ref = references.parse(source)
+    target = open_target(ref, options)
+    return target, target.resolve(ref)
+
+
+def copy(
+    source: str,
+    dest: str,
+    src_options: RegistryOptions | None = None,
+    dst_options: RegistryOptions | None = None,
+    progress: Progress | None = None,
+    package_options: PackageOptions = PackageOptions(),
+) -> Result:
+    """Copy an artifact and all its blobs; the manifest digest is unchanged."""
+    dst_ref = references.parse(dest)
+    src, root = _source(source, package_options, src_options)
+    if dst_ref.digest and dst_ref.digest != root.digest:
+        raise StoreError(f"{dest} names digest {dst_ref.digest}, but the source is {root.digest}")
+    dst = open_target(dst_ref, dst_options, create=True)
+    stats = copy_graph(src, dst, root, _tag_of(dst_ref) if not dst_ref.digest else None, progress)
+    return Result(str(dst_ref.with_digest(root.digest)), root, stats)
+
+
+push = copy
+"""Push is a copy whose source is usually a .wasm file or a local-store tag."""
+
+
+def inspect(ref_text: str, options: RegistryOptions | None = None) -> WasmArtifact:
+    ref = references.parse(ref_text)
+    target = open_target(ref, options)
+    return read_artifact(target, target.resolve(ref))
+
+
+def _local_name(ref: Reference, digest: str) -> str:
+    if isinstance(ref, LayoutReference) and ref.local_store and ref.name:
+        return ref.name
+    base = f"{ref.registry}/{ref.repository}" if isinstance(ref, RegistryReference) else f"oci:{ref.path}"
+    tag = _tag_of(ref)
+    return f"{base}:{tag}" if tag and not ref.digest else f"{base}@{digest}"
+
+
+def pull(
+    ref_text: str,
+    options: RegistryOptions | None = None,
+    output: Path | None = None,
+    progress: Progress | None = None,
+) -> Result:
+    """Fetch into the local store (every blob verified), then optionally write the wasm to `output`.
+
+    The output file appears whole or not at all; on any failure an existing file there is untouched.
+    """
+    ref = references.parse(ref_text)
+    src = open_target(ref, options)
+    root = src.resolve(ref)
+    store = OCILayout(paths.local_store(), create=True)
+    stats = copy_graph(src, store, root, None, progress)
+    artifact = read_artifact(store, root)
+    written = None
+    if output is not None:
+        written = output / packaging.layer_title(artifact.layer.annotations.get(packaging.TITLE, "app.wasm")) if output.is_dir() else output
+        with store.fetch(artifact.layer) as chunks:
+            try:
+                atomic_write(written, digests.verified(chunks, artifact.layer.digest, artifact.layer.size, "wasm layer"))
+            except OSError as exc:
+                raise StoreError(f"cannot write {written}: {exc.strerror}") from None
+    store.tag(root, _local_name(ref, root.digest))
+    return Result(str(ref.with_digest(root.digest)), root, stats, written)
+
+
+def login(host: str, username: str, password: str, options: RegistryOptions | None = None) -> None:
+    """Check the credentials against the registry, then save them where docker would."""
+    base = options or RegistryOptions()
+    checked = RegistryOptions(base.plain_http, base.ca_file, base.insecure_skip_tls_verify, username, password, base.timeout)
+    RemoteRepository(RegistryReference(host, ""), checked).ping()
+    DockerConfig().store(host, Credentials(username, password))
+
+
+def logout(host: str) -> bool:
+    return DockerConfig().erase(host)

@@ -1,0 +1,157 @@
+"""A local OCI image layout (image-spec `oci-layout` + `index.json` + `blobs/`), the embedded default store.
+
+Writes are crash- and failure-safe: blobs land in a temporary file and are renamed into place
+only after their digest checked out; index.json is rewritten atomically under a file lock so
+concurrent wasm-oci processes cannot lose each other's tags.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from wasm_oci.errors import NotFound, StoreError
+from wasm_oci.oci import mediatypes
+from wasm_oci.oci.descriptor import Descriptor
+from wasm_oci.oci.reference import LayoutReference
+
+REF_NAME = "org.opencontainers.image.ref.name"
+_CHUNK = 1 << 20
+
+
+def atomic_write(path: Path, chunks: Iterable[bytes], mode: int = 0o644) -> None:
+    """Write to a sibling temp file and rename: readers see the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class OCILayout:
+    def __init__(self, root: Path, create: bool = False) -> None:
+        self.root = root
+        if (root / "oci-layout").is_file():
+            return
+        if not create:
+            raise NotFound(f"no OCI image layout at {root} (missing oci-layout file)")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            if any(p for p in root.iterdir() if p.name != ".lock"):
+                raise StoreError(f"{root} exists and is not an OCI image layout; refusing to write into it")
+            atomic_write(root / "oci-layout", [b'{"imageLayoutVersion":"1.0.0"}'])
+        except OSError as exc:
+            raise StoreError(f"cannot create OCI layout at {root}: {exc.strerror}") from None
+
+    # -- blobs ---------------------------------------------------------------------------------
+    def blob_path(self, digest: str) -> Path:
+        algorithm, hexpart = digest.split(":", 1)
+        return self.root / "blobs" / algorithm / hexpart
+
+    def exists(self, desc: Descriptor) -> bool:
+        path = self.blob_path(desc.digest)
+        return path.is_file() and path.stat().st_size == desc.size
+
+    @contextlib.contextmanager
+    def fetch(self, desc: Descriptor) -> Iterator[Iterator[bytes]]:
+        try:
+            handle = open(self.blob_path(desc.digest), "rb")
+        except FileNotFoundError:
+            raise NotFound(f"blob {desc.digest} is not in {self.root}") from None
+        with handle:
+            yield iter(lambda: handle.read(_CHUNK), b"")
+
+    def push_blob(self, desc: Descriptor, chunks: Iterable[bytes]) -> None:
+        try:
+            atomic_write(self.blob_path(desc.digest), chunks, mode=0o444)
+        except OSError as exc:
+            raise StoreError(f"cannot write blob {desc.digest} into {self.root}: {exc.strerror}") from None
+
+    def push_manifest(self, desc: Descriptor, data: bytes, tag: str | None) -> None:
+        self.push_blob(desc, [data])
+        if tag:
+            self.tag(desc, tag)
+
+    # -- index ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked_index(self) -> Iterator[dict[str, Any]]:
+        with open(self.root / ".lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            index = self._read_index()
+            yield index
+            atomic_write(self.root / "index.json", [json.dumps(index, indent=2).encode()])
+
+    def _read_index(self) -> dict[str, Any]:
+        try:
+            index = json.loads((self.root / "index.json").read_bytes())
+        except FileNotFoundError:
+            return {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": []}
+        except ValueError as exc:
+            raise StoreError(f"{self.root}/index.json is not valid JSON: {exc}") from None
+        index.setdefault("manifests", [])
+        return index
+
+    def tag(self, desc: Descriptor, tag: str) -> None:
+        entry = desc.to_json()
+        entry["annotations"] = {**entry.get("annotations", {}), REF_NAME: tag}
+        with self._locked_index() as index:
+            index["manifests"] = [
+                m for m in index["manifests"] if (m.get("annotations") or {}).get(REF_NAME) != tag
+            ] + [entry]
+
+    def untag(self, tag: str) -> bool:
+        with self._locked_index() as index:
+            before = len(index["manifests"])
+            index["manifests"] = [
+                m for m in index["manifests"] if (m.get("annotations") or {}).get(REF_NAME) != tag
+            ]
+            return len(index["manifests"]) != before
+
+    def tags(self) -> dict[str, Descriptor]:
+        out = {}
+        for entry in self._read_index()["manifests"]:
+            name = (entry.get("annotations") or {}).get(REF_NAME)
+            if name:
+                desc = Descriptor.from_json(entry)
+                annotations = {k: v for k, v in desc.annotations.items() if k != REF_NAME}
+                out[name] = Descriptor(desc.media_type, desc.digest, desc.size, annotations, desc.artifact_type, desc.platform)
+        return out
+
+    def resolve(self, ref: LayoutReference) -> Descriptor:  # type: ignore[override]
+        if ref.digest:
+            for entry in self._read_index()["manifests"]:
+                if entry.get("digest") == ref.digest:
+                    return Descriptor.from_json(entry)
+            return self._sniff(ref.digest)
+        found = self.tags().get(ref.name or "")
+        if found is None:
+            raise NotFound(f"{ref} not found in {self.root}")
+        return found
+
+    def _sniff(self, digest: str) -> Descriptor:
+        """A manifest known only by digest: read its mediaType to build a descriptor."""
+        path = self.blob_path(digest)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"manifest {digest} not found in {self.root}") from None
+        try:
+            media_type = json.loads(data).get("mediaType", mediatypes.OCI_MANIFEST)
+        except ValueError:
+            raise NotFound(f"{digest} in {self.root} is not a manifest") from None
+        return Descriptor(media_type, digest, len(data))

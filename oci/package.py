@@ -1,0 +1,127 @@
+"""Turn a .wasm file into an OCI manifest, config and layer, in one of two layouts.
+
+`image` (default): a standard OCI image config (os wasip1/wasip2, architecture wasm, no rootfs
+diff_ids) with one `application/wasm` layer. containerd only creates containers from OCI/Docker
+image configs, so this is the format the shim runs.
+`artifact`: the CNCF TAG Runtime Wasm OCI artifact layout (config `application/vnd.wasm.config.v0+json`)
+that wkg, wash and other Wasm registries' tools write.
+Output is a pure function of the inputs and `created`, so builds are reproducible.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from wasm_oci.errors import InvalidWasm
+from wasm_oci.oci import mediatypes
+from wasm_oci.oci.descriptor import Descriptor
+from wasm_oci.oci.wasminfo import WasmInfo
+
+Format = Literal["image", "artifact"]
+TITLE = "org.opencontainers.image.title"
+CREATED = "org.opencontainers.image.created"
+LABEL_PREFIX = "dev.wasm-oci.component."
+
+
+@dataclass(frozen=True)
+class PackageOptions:
+    format: Format = "image"
+    created: datetime | None = None
+    author: str | None = None
+    env: tuple[str, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Packaged:
+    manifest: Descriptor
+    manifest_bytes: bytes
+    config: Descriptor
+    config_bytes: bytes
+    layer: Descriptor
+    info: WasmInfo
+
+
+def creation_time(explicit: datetime | None = None) -> datetime:
+    """`--created` wins, then SOURCE_DATE_EPOCH (reproducible-builds.org), then now."""
+    if explicit:
+        return explicit.astimezone(timezone.utc) if explicit.tzinfo else explicit.replace(tzinfo=timezone.utc)
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch:
+        try:
+            return datetime.fromtimestamp(int(epoch), timezone.utc)
+        except ValueError:
+            raise InvalidWasm(f"SOURCE_DATE_EPOCH={epoch!r} is not a whole number of seconds") from None
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _canonical(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def layer_title(filename: str) -> str:
+    base = os.path.basename(filename) or "app.wasm"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", base)
+
+
+def _image_config(info: WasmInfo, title: str, created: str, opts: PackageOptions) -> dict[str, Any]:
+    labels = dict(opts.labels)
+    if info.target:
+        labels[LABEL_PREFIX + "target"] = info.target
+    labels[LABEL_PREFIX + "kind"] = info.kind
+    labels[LABEL_PREFIX + "imports"] = ",".join(info.imports)
+    labels[LABEL_PREFIX + "exports"] = ",".join(info.exports)
+    config: dict[str, Any] = {"created": created}
+    if opts.author:
+        config["author"] = opts.author
+    config.update(
+        {
+            "architecture": "wasm",
+            "os": info.os,
+            "config": {"Entrypoint": [f"/{title}"], "Env": list(opts.env), "Labels": dict(sorted(labels.items()))},
+            "rootfs": {"type": "layers", "diff_ids": []},
+        }
+    )
+    return config
+
+
+def _artifact_config(info: WasmInfo, layer: Descriptor, created: str, opts: PackageOptions) -> dict[str, Any]:
+    config: dict[str, Any] = {"created": created}
+    if opts.author:
+        config["author"] = opts.author
+    config.update({"architecture": "wasm", "os": info.os, "layerDigests": [layer.digest]})
+    if info.kind == "component":
+        config["component"] = {"exports": list(info.exports), "imports": list(info.imports), "target": info.target}
+    return config
+
+
+def package(wasm: bytes, info: WasmInfo, filename: str, opts: PackageOptions = PackageOptions()) -> Packaged:
+    created = _rfc3339(creation_time(opts.created))
+    title = layer_title(filename)
+    layer = Descriptor.for_bytes(mediatypes.WASM_LAYER, wasm, annotations={TITLE: title})
+    if opts.format == "image":
+        config_type, config_doc = mediatypes.OCI_IMAGE_CONFIG, _image_config(info, title, created, opts)
+    else:
+        config_type, config_doc = mediatypes.WASM_CONFIG, _artifact_config(info, layer, created, opts)
+    config_bytes = _canonical(config_doc)
+    config = Descriptor.for_bytes(config_type, config_bytes)
+    manifest_doc = {
+        "schemaVersion": 2,
+        "mediaType": mediatypes.OCI_MANIFEST,
+        "config": config.to_json(),
+        "layers": [layer.to_json()],
+        "annotations": {CREATED: created, **opts.annotations},
+    }
+    manifest_bytes = _canonical(manifest_doc)
+    manifest = Descriptor.for_bytes(mediatypes.OCI_MANIFEST, manifest_bytes)
+    return Packaged(manifest, manifest_bytes, config, config_bytes, layer, info)

@@ -1,0 +1,78 @@
+"""The project's exception hierarchy.
+
+Every failure a user can cause or meet maps to one class here, and each class carries the
+CLI exit code and the gRPC status code (by name, so this module never imports grpc) that
+report it. Anything else escaping is a bug and is shown with a traceback.
+"""
+
+from __future__ import annotations
+
+
+class WasmOciError(Exception):
+    """Base class: a failure with a one-line, user-facing message."""
+
+    exit_code: int = 1
+    grpc_code: str = "UNKNOWN"
+
+
+class InvalidReference(WasmOciError):
+    """A reference string that is neither a registry nor a layout reference."""
+
+    exit_code = 3
+    grpc_code = "INVALID_ARGUMENT"
+
+
+class InvalidWasm(WasmOciError):
+    """Input that is not a valid WebAssembly module or component."""
+
+    exit_code = 4
+    grpc_code = "INVALID_ARGUMENT"
+
+
+class NotFound(WasmOciError):
+    """A tag, manifest, blob or file that does not exist."""
+
+    exit_code = 5
+    grpc_code = "NOT_FOUND"
+
+
+class DigestMismatch(WasmOciError):
+    """Content whose digest or size differs from what its descriptor promised."""
+
+    exit_code = 6
+    grpc_code = "DATA_LOSS"
+
+
+class AuthenticationError(WasmOciError):
+    """The registry refused the credentials (or there were none)."""
+
+    exit_code = 7
+    grpc_code = "UNAUTHENTICATED"
+
+
+class RegistryUnreachable(WasmOciError):
+    """No connection could be made to the registry (DNS, refused, TLS, timeout)."""
+
+    exit_code = 8
+    grpc_code = "UNAVAILABLE"
+
+
+class RegistryError(WasmOciError):
+    """The registry answered, but not as the distribution spec says it should."""
+
+    exit_code = 9
+    grpc_code = "INTERNAL"
+
+
+class UnsupportedArtifact(WasmOciError):
+    """An OCI object that is not a Wasm artifact this project knows how to read."""
+
+    exit_code = 10
+    grpc_code = "FAILED_PRECONDITION"
+
+
+class StoreError(WasmOciError):
+    """The local store or an output path cannot be written or read."""
+
+    exit_code = 12
+    grpc_code = "INTERNAL"
