@@ -87,10 +87,11 @@ def test_secure_registry_tls_and_basic_auth(
 ) -> None:
     reg = secure_registry
     assert reg.base_url.startswith("https://") and reg.ca_cert and reg.ca_cert.exists()
+    assert reg.username and reg.password
     oras_round_trip(oras_cli, reg, tmp_path)
     auth_file = tmp_path / "auth.json"
-    login = ["login", "--registry-config", auth_file, "--ca-file", reg.ca_cert, reg.host]
-    oras_cli(*login, "-u", reg.username, "--password-stdin", input=reg.password or "")
+    login = ["login", "--registry-config", str(auth_file), "--ca-file", str(reg.ca_cert), reg.host]
+    oras_cli(*login, "-u", reg.username, "--password-stdin", input=reg.password)
     assert reg.host in auth_file.read_text()
     wrong = oras_cli(*login, "-u", reg.username, "--password-stdin", input="wrong", check=False)
     assert wrong.returncode != 0
@@ -108,7 +109,7 @@ def test_token_registry_bearer_flow(
     token_registry: RegistryServer, oras_cli: ToolRunner, tmp_path: Path
 ) -> None:
     reg = token_registry
-    assert reg.token_server is not None
+    assert reg.token_server is not None and reg.username
     seen = len(reg.token_server.requests)
     oras_round_trip(oras_cli, reg, tmp_path)
     granted = reg.token_server.requests[seen:]
@@ -121,8 +122,8 @@ def test_token_registry_bearer_flow(
     rogue = TokenServer(signer=rogue_ca.issue(tmp_path / "rogue", "signer", "rogue", server=False),
                         username="x", password="x", service=reg.token_server.service,
                         issuer=reg.token_server.issuer)
-    assert http_status(f"{reg.base_url}/v2/", rogue.issue(reg.username or "", rogue.service, [])) == 401
-    genuine = reg.token_server.issue(reg.username or "", reg.token_server.service, [])
+    assert http_status(f"{reg.base_url}/v2/", rogue.issue(reg.username, rogue.service, [])) == 401
+    genuine = reg.token_server.issue(reg.username, reg.token_server.service, [])
     assert http_status(f"{reg.base_url}/v2/", genuine) == 200
 
 
