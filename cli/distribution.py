@@ -11,6 +11,7 @@ import click
 
 from wasm_oci.cli.options import build_registry_options, output_format, registry_options
 from wasm_oci.cli.output import ProgressLine, emit_json, human_size
+from wasm_oci.cli.signing import report_signed, report_trust, sign_key_option, signature_lines, verify_key_option
 from wasm_oci.oci import api
 from wasm_oci.oci.artifact import WasmArtifact
 
@@ -101,11 +102,14 @@ def package_cmd(wasm: Path, dest: str | None, as_json: bool, **kwargs: Any) -> N
 @registry_options
 @click.option("--package-format", "pkg_format", type=FORMATS, default="image", show_default=True, help=FORMAT_HELP)
 @package_options
+@sign_key_option
 @output_format
-def push_cmd(source: str, dest: str, fmt: str, **kwargs: Any) -> None:
+def push_cmd(source: str, dest: str, fmt: str, sign_key: Any, **kwargs: Any) -> None:
     """Push SOURCE (a .wasm file or a reference) to DEST; prints the manifest digest reference."""
     options = build_registry_options(**kwargs)
-    result = api.push(source, dest, options, options, ProgressLine("push"), _package_opts(**kwargs))
+    result = api.push(source, dest, options, options, ProgressLine("push"), _package_opts(**kwargs), sign_key)
+    if result.signatures and fmt != "json":
+        report_signed(result.descriptor.digest, result.signatures)
     _report(result, fmt, "push")
 
 
@@ -113,10 +117,13 @@ def push_cmd(source: str, dest: str, fmt: str, **kwargs: Any) -> None:
 @click.argument("ref")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Also write the wasm to this file (or directory).")
 @registry_options
+@verify_key_option
 @output_format
-def pull_cmd(ref: str, output: Path | None, fmt: str, **kwargs: Any) -> None:
+def pull_cmd(ref: str, output: Path | None, fmt: str, verify_keys: Any, **kwargs: Any) -> None:
     """Pull REF into the local store, verifying every blob; optionally write out the wasm."""
-    result = api.pull(ref, build_registry_options(**kwargs), output, ProgressLine("pull"))
+    result = api.pull(ref, build_registry_options(**kwargs), output, ProgressLine("pull"), verify_keys)
+    if fmt != "json":
+        report_trust(result.trust)
     _report(result, fmt, "pull")
 
 
@@ -153,12 +160,17 @@ def _artifact_json(ref: str, art: WasmArtifact) -> dict[str, Any]:
 @click.command("inspect")
 @click.argument("ref")
 @registry_options
+@verify_key_option
 @output_format
-def inspect_cmd(ref: str, fmt: str, **kwargs: Any) -> None:
-    """Show an artifact's manifest, config, world and sizes."""
-    art = api.inspect(ref, build_registry_options(**kwargs))
+def inspect_cmd(ref: str, fmt: str, verify_keys: Any, **kwargs: Any) -> None:
+    """Show an artifact's manifest, config, world, sizes and signatures (checked with --verify-key or the policy's keys)."""
+    from wasm_oci.signing import api as signing  # cryptography costs ~15 ms to import
+
+    options = build_registry_options(**kwargs)
+    art = api.inspect(ref, options)
+    signatures = signing.signatures(ref, verify_keys, options)
     if fmt == "json":
-        emit_json(_artifact_json(ref, art))
+        emit_json({**_artifact_json(ref, art), "signatures": [f.to_json() for f in signatures.findings]})
         return
     lines = [
         f"Reference:    {ref}",
@@ -174,6 +186,7 @@ def inspect_cmd(ref: str, fmt: str, **kwargs: Any) -> None:
     lines.append(f"World target: {art.target or '-'}")
     lines += [f"  import {name}" for name in art.imports]
     lines += [f"  export {name}" for name in art.exports]
+    lines += signature_lines(signatures)
     click.echo("\n".join(lines))
 
 

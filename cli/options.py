@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from wasm_oci.oci.remote import RegistryOptions
+from wasm_oci.oci.options import RegistryOptions
 
 
 def registry_options(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -10,8 +10,10 @@ come in a `RegistryOptions`. Errors are `wasm_oci.errors.WasmOciError` subclasse
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wasm_oci import paths
 from wasm_oci.errors import InvalidWasm, NotFound, StoreError
@@ -21,14 +23,18 @@ from wasm_oci.oci import reference as references
 from wasm_oci.oci import wasminfo
 from wasm_oci.oci.artifact import WasmArtifact
 from wasm_oci.oci.artifact import read as read_artifact
-from wasm_oci.oci.auth import Credentials, DockerConfig
 from wasm_oci.oci.copy import CopyStats, Progress, copy_graph
 from wasm_oci.oci.descriptor import Descriptor
 from wasm_oci.oci.layout import OCILayout, atomic_write
 from wasm_oci.oci.memory import MemoryStore
 from wasm_oci.oci.reference import LayoutReference, Reference, RegistryReference
-from wasm_oci.oci.remote import RegistryOptions, RemoteRepository
+from wasm_oci.oci.options import RegistryOptions
 from wasm_oci.oci.target import Target
+
+if TYPE_CHECKING:
+    from wasm_oci.signing.attach import Attached
+    from wasm_oci.signing.keys import PrivateKey, PublicKey
+    from wasm_oci.signing.trust import Decision
 
 __all__ = [
     "RegistryOptions", "PackageOptions", "Result", "open_target", "package_file", "push", "pull",
@@ -45,6 +51,8 @@ class Result:
     descriptor: Descriptor
     stats: CopyStats | None = None
     output: Path | None = None
+    signatures: tuple[Attached, ...] = ()  # push --sign-key: what was attached
+    trust: Decision | None = None  # pull: the signature check that let it through
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -57,11 +65,17 @@ class Result:
             out["blobsCopied"], out["blobsSkipped"] = self.stats.blobs_copied, self.stats.blobs_skipped
         if self.output:
             out["output"] = str(self.output)
+        if self.signatures:
+            out["signatures"] = [s.to_json() for s in self.signatures]
+        if self.trust:
+            out["trust"] = self.trust.to_json()
         return out
 
 
 def open_target(ref: Reference, options: RegistryOptions | None = None, create: bool = False) -> Target:
     if isinstance(ref, RegistryReference):
+        from wasm_oci.oci.remote import RemoteRepository  # the HTTP stack costs ~110 ms to import
+
         return RemoteRepository(ref, options)
     return OCILayout(ref.path, create=create or ref.local_store)
 
@@ -126,15 +140,21 @@ def copy(
     dst_options: RegistryOptions | None = None,
     progress: Progress | None = None,
     package_options: PackageOptions = PackageOptions(),
+    sign_key: PrivateKey | None = None,
 ) -> Result:
-    """Copy an artifact and all its blobs; the manifest digest is unchanged."""
+    """Copy an artifact and all its blobs; the manifest digest is unchanged. `sign_key` signs it once it is there."""
     dst_ref = references.parse(dest)
     src, root = _source(source, package_options, src_options)
     if dst_ref.digest and dst_ref.digest != root.digest:
         raise StoreError(f"{dest} names digest {dst_ref.digest}, but the source is {root.digest}")
     dst = open_target(dst_ref, dst_options, create=True)
     stats = copy_graph(src, dst, root, _tag_of(dst_ref) if not dst_ref.digest else None, progress)
-    return Result(str(dst_ref.with_digest(root.digest)), root, stats)
+    signed: tuple[Attached, ...] = ()
+    if sign_key is not None:
+        from wasm_oci.signing import attach  # cryptography costs ~15 ms to import: only when signing
+
+        signed = tuple(attach.sign(dst, dst_ref, root, sign_key))
+    return Result(str(dst_ref.with_digest(root.digest)), root, stats, signatures=signed)
 
 
 push = copy
@@ -160,14 +180,20 @@ def pull(
     options: RegistryOptions | None = None,
     output: Path | None = None,
     progress: Progress | None = None,
+    verify_keys: Sequence[PublicKey] = (),
 ) -> Result:
     """Fetch into the local store (every blob verified), then optionally write the wasm to `output`.
 
-    The output file appears whole or not at all; on any failure an existing file there is untouched.
+    Signatures are checked first (`verify_keys`, else the trust policy), so a refused artifact
+    leaves nothing behind. The output file appears whole or not at all; on any failure an
+    existing file there is untouched.
     """
+    from wasm_oci.signing import trust  # cryptography costs ~15 ms to import: only pull needs it
+
     ref = references.parse(ref_text)
     src = open_target(ref, options)
     root = src.resolve(ref)
+    decision = trust.check(ref, src, root, verify_keys)
     store = OCILayout(paths.local_store(), create=True)
     stats = copy_graph(src, store, root, None, progress)
     artifact = read_artifact(store, root)
@@ -180,16 +206,21 @@ def pull(
             except OSError as exc:
                 raise StoreError(f"cannot write {written}: {exc.strerror}") from None
     store.tag(root, _local_name(ref, root.digest))
-    return Result(str(ref.with_digest(root.digest)), root, stats, written)
+    return Result(str(ref.with_digest(root.digest)), root, stats, written, trust=decision)
 
 
 def login(host: str, username: str, password: str, options: RegistryOptions | None = None) -> None:
     """Check the credentials against the registry, then save them where docker would."""
     base = options or RegistryOptions()
     checked = RegistryOptions(base.plain_http, base.ca_file, base.insecure_skip_tls_verify, username, password, base.timeout)
+    from wasm_oci.oci.auth import Credentials, DockerConfig
+    from wasm_oci.oci.remote import RemoteRepository
+
     RemoteRepository(RegistryReference(host, ""), checked).ping()
     DockerConfig().store(host, Credentials(username, password))
 
 
 def logout(host: str) -> bool:
+    from wasm_oci.oci.auth import DockerConfig
+
     return DockerConfig().erase(host)

@@ -15,8 +15,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import oras.provider
@@ -33,6 +31,7 @@ from wasm_oci.errors import (
 from wasm_oci.oci import mediatypes
 from wasm_oci.oci.auth import Authenticator, Credentials, DockerConfig
 from wasm_oci.oci.descriptor import Descriptor
+from wasm_oci.oci.options import RegistryOptions
 from wasm_oci.oci.reference import RegistryReference
 from wasm_oci.oci.target import fetch_bytes
 
@@ -41,47 +40,35 @@ _ACCEPT = ", ".join([mediatypes.OCI_MANIFEST, mediatypes.OCI_INDEX, mediatypes.D
 _NOT_FOUND_CODES = {"MANIFEST_UNKNOWN", "BLOB_UNKNOWN", "NAME_UNKNOWN", "BLOB_UPLOAD_UNKNOWN"}
 
 
-@dataclass(frozen=True)
-class RegistryOptions:
-    plain_http: bool = False
-    ca_file: Path | None = None
-    insecure_skip_tls_verify: bool = False
-    username: str | None = None
-    password: str | None = None
-    timeout: float = 60.0
-
-    @property
-    def verify(self) -> bool | str:
-        if self.ca_file:
-            return str(self.ca_file)
-        return not self.insecure_skip_tls_verify
-
-
 def api_host(registry: str) -> str:
     return "registry-1.docker.io" if registry in ("docker.io", "index.docker.io") else registry
 
 
 class _SizedReader:
-    """A file-like view of a chunk iterator with a known length, so requests streams it with Content-Length."""
+    """A file-like view of a chunk iterator with a known length, so requests streams it with Content-Length.
+
+    Reads may be short (http.client only needs b"" at the end); slicing never copies more than
+    what is returned, so a single huge chunk costs no more than many small ones.
+    """
 
     def __init__(self, chunks: Iterable[bytes], size: int) -> None:
         self._chunks = iter(chunks)
         self._size = size
-        self._buffer = b""
+        self._current = b""
+        self._offset = 0
 
     def __len__(self) -> int:
         return self._size
 
     def read(self, n: int = -1) -> bytes:
-        while n < 0 or len(self._buffer) < n:
+        while self._offset >= len(self._current):
             chunk = next(self._chunks, None)
             if chunk is None:
-                break
-            self._buffer += chunk
-        if n < 0:
-            out, self._buffer = self._buffer, b""
-        else:
-            out, self._buffer = self._buffer[:n], self._buffer[n:]
+                return b""
+            self._current, self._offset = chunk, 0
+        end = len(self._current) if n is None or n < 0 else self._offset + n
+        out = self._current[self._offset : end]
+        self._offset += len(out)
         return out
 
 
@@ -242,12 +229,38 @@ class RemoteRepository(oras.provider.Registry):
             self.do_request(location, "DELETE")
 
     def push_manifest(self, desc: Descriptor, data: bytes, tag: str | None) -> None:
+        self._put_manifest(desc, data, tag)
+
+    def _put_manifest(self, desc: Descriptor, data: bytes, tag: str | None) -> requests.Response:
         url = f"{self.base}/manifests/{tag or desc.digest}"
         response = self.do_request(url, "PUT", data=data, headers={"Content-Type": desc.media_type})
         self._check(response, (201,), f"manifest {desc.digest}")
         served = response.headers.get("Docker-Content-Digest")
         if served and served != desc.digest:
             raise DigestMismatch(f"{self.registry} stored manifest as {served}, expected {desc.digest}")
+        return response
+
+    # -- OCI 1.1 referrers -----------------------------------------------------------------------
+    def push_referrer(self, desc: Descriptor, data: bytes) -> bool:
+        """Push a manifest that has a `subject`; True if the registry indexed it (it answers `OCI-Subject`)."""
+        return "OCI-Subject" in self._put_manifest(desc, data, None).headers
+
+    def referrers(self, digest: str) -> list[Descriptor] | None:
+        """The referrers API's list for `digest`, or None where the registry has no such API (404, as distribution 2.8)."""
+        url: str | None = f"{self.base}/referrers/{digest}"
+        found: list[Descriptor] = []
+        while url:
+            response = self.do_request(url, "GET", headers={"Accept": mediatypes.OCI_INDEX})
+            if response.status_code == 404:
+                return None
+            self._check(response, (200,), f"referrers of {digest}")
+            try:
+                found += [Descriptor.from_json(m) for m in response.json().get("manifests") or []]
+            except (ValueError, AttributeError):
+                raise RegistryError(f"{self.registry} answered the referrers of {digest} with something not an image index") from None
+            following = response.links.get("next", {}).get("url")
+            url = f"{self.prefix}://{api_host(self.registry)}{following}" if following and following.startswith("/") else following
+        return found
 
     def tag(self, desc: Descriptor, tag: str) -> None:
         self.push_manifest(desc, fetch_bytes(self, desc, "manifest"), tag)

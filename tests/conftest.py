@@ -102,3 +102,22 @@ def oras_cli(peer_home: Path) -> ToolRunner:
 def crane_cli(peer_home: Path) -> ToolRunner:
     """`crane_cli("digest", ...)` -> CompletedProcess; raises AssertionError on failure."""
     return _runner("crane", peer_home)
+
+
+@pytest.fixture
+def wasm_oci(tmp_path: Path) -> ToolRunner:
+    """The installed `wasm-oci` CLI as a real process, with a private store and Docker config."""
+    home = tmp_path / "wasm-oci-home"
+    exe = Path(sys.executable).with_name("wasm-oci")
+    return ToolRunner(str(exe), home, {"WASM_OCI_HOME": str(home / "data"), "NO_COLOR": "1"})
+
+
+@pytest.fixture
+def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """In-process API calls get the same isolation as `wasm_oci`: own store, own Docker config."""
+    home = tmp_path / "api-home"
+    (home / ".docker").mkdir(parents=True)
+    monkeypatch.setenv("WASM_OCI_HOME", str(home / "data"))
+    monkeypatch.setenv("DOCKER_CONFIG", str(home / ".docker"))
+    monkeypatch.setenv("HOME", str(home))
+    return home

@@ -76,3 +76,35 @@ class StoreError(WasmOciError):
 
     exit_code = 12
     grpc_code = "INTERNAL"
+
+
+class SignatureError(WasmOciError):
+    """An artifact whose signatures do not satisfy what was required (unsigned, other key, other digest, tampered)."""
+
+    exit_code = 11
+    grpc_code = "PERMISSION_DENIED"
+
+
+class TrustConfigError(WasmOciError):
+    """A signing key, public key or trust-policy file that cannot be used (unreadable, malformed, wrong password)."""
+
+    exit_code = 13
+    grpc_code = "FAILED_PRECONDITION"
+
+
+class KeyPasswordRequired(TrustConfigError):
+    """An encrypted private key and no password to open it; the CLI prompts when it can."""
+
+
+class UnsatisfiedImport(WasmOciError):
+    """A guest that imports something this host does not provide; the message names the import."""
+
+    exit_code = 20
+    grpc_code = "FAILED_PRECONDITION"
+
+
+class NoEntryPoint(WasmOciError):
+    """A guest with nothing to run: a component without `wasi:cli/run`, a module without `_start`."""
+
+    exit_code = 21
+    grpc_code = "FAILED_PRECONDITION"

@@ -1,0 +1,22 @@
+"""How to reach a registry; kept apart from `remote` so callers need not import the HTTP stack."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RegistryOptions:
+    plain_http: bool = False
+    ca_file: Path | None = None
+    insecure_skip_tls_verify: bool = False
+    username: str | None = None
+    password: str | None = None
+    timeout: float = 60.0
+
+    @property
+    def verify(self) -> bool | str:
+        if self.ca_file:
+            return str(self.ca_file)
+        return not self.insecure_skip_tls_verify
