@@ -115,15 +115,14 @@ def push_cmd(source: str, dest: str, fmt: str, sign_key: Any, **kwargs: Any) -> 
 
 @click.command("pull")
 @click.argument("ref")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Also write the wasm to this file (or directory).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write just the wasm to this file (or directory) instead of the local store.")
 @registry_options
 @verify_key_option
 @output_format
 def pull_cmd(ref: str, output: Path | None, fmt: str, verify_keys: Any, **kwargs: Any) -> None:
-    """Pull REF into the local store, verifying every blob; optionally write out the wasm."""
+    """Pull REF into the local store (or its wasm into -o), verifying every blob's digest."""
     result = api.pull(ref, build_registry_options(**kwargs), output, ProgressLine("pull"), verify_keys)
-    if fmt != "json":
-        report_trust(result.trust)
+    report_trust(result.trust, verbose=fmt != "json")
     _report(result, fmt, "pull")
 
 

@@ -61,12 +61,13 @@ def report_signed(digest: str, attached: tuple[Attached, ...]) -> None:
     click.echo(f"Signed {digest}: {where}", err=True)
 
 
-def report_trust(decision: Decision | None) -> None:
+def report_trust(decision: Decision | None, verbose: bool) -> None:
+    """A warn-mode warning always goes to stderr (also with --format json); the verified lines only when verbose."""
     if decision is None or decision.verification is None:
         return
     if decision.warning:
         click.echo(f"wasm-oci: warning: {decision.warning} (trust policy mode warn: {decision.source})", err=True)
-    for finding in decision.verification.verified:
+    for finding in decision.verification.verified if verbose else ():
         click.echo(f"Verified: {finding.detail}", err=True)
 
 
@@ -104,7 +105,7 @@ def keygen_cmd(prefix: str, no_password: bool, force: bool) -> None:
 @click.argument("ref")
 @click.option("--key", type=KEY_PATH, required=True, callback=_private_key, help="Private key. " + PASSWORD_HELP)
 @click.option("--signature-format", type=click.Choice(["both", "bundle", "legacy"]), default="both", show_default=True,
-              help="bundle: sigstore bundle referrer (cosign 2.4+); legacy: the sha256-<hex>.sig tag (older verifiers).")
+              help="bundle: sigstore bundle referrer (cosign 3's default); legacy: the sha256-<hex>.sig tag (what cosign 2 reads).")
 @registry_options
 @output_format
 def sign_cmd(ref: str, key: PrivateKey, signature_format: str, fmt: str, **kwargs: Any) -> None:

@@ -23,7 +23,7 @@ from wasm_oci.oci import reference as references
 from wasm_oci.oci import wasminfo
 from wasm_oci.oci.artifact import WasmArtifact
 from wasm_oci.oci.artifact import read as read_artifact
-from wasm_oci.oci.copy import CopyStats, Progress, copy_graph
+from wasm_oci.oci.copy import CopyStats, Progress, copy_graph, metered
 from wasm_oci.oci.descriptor import Descriptor
 from wasm_oci.oci.layout import OCILayout, atomic_write
 from wasm_oci.oci.memory import MemoryStore
@@ -182,11 +182,11 @@ def pull(
     progress: Progress | None = None,
     verify_keys: Sequence[PublicKey] = (),
 ) -> Result:
-    """Fetch into the local store (every blob verified), then optionally write the wasm to `output`.
+    """Fetch into the local store, or with `output` write just the wasm there; every byte is verified.
 
-    Signatures are checked first (`verify_keys`, else the trust policy), so a refused artifact
-    leaves nothing behind. The output file appears whole or not at all; on any failure an
-    existing file there is untouched.
+    Signatures are checked first (`verify_keys`, else the trust policy), and the artifact must
+    hold a wasm layer, so a refused artifact leaves nothing behind. The output file appears whole
+    or not at all; on any failure an existing file there is untouched.
     """
     from wasm_oci.signing import trust  # cryptography costs ~15 ms to import: only pull needs it
 
@@ -194,19 +194,28 @@ def pull(
     src = open_target(ref, options)
     root = src.resolve(ref)
     decision = trust.check(ref, src, root, verify_keys)
+    artifact = read_artifact(src, root)
+    canonical = str(ref.with_digest(root.digest))
+    if output is not None:
+        written, stats = _export_layer(src, artifact.layer, output, progress)
+        return Result(canonical, root, stats, written, trust=decision)
     store = OCILayout(paths.local_store(), create=True)
     stats = copy_graph(src, store, root, None, progress)
-    artifact = read_artifact(store, root)
-    written = None
-    if output is not None:
-        written = output / packaging.layer_title(artifact.layer.annotations.get(packaging.TITLE, "app.wasm")) if output.is_dir() else output
-        with store.fetch(artifact.layer) as chunks:
-            try:
-                atomic_write(written, digests.verified(chunks, artifact.layer.digest, artifact.layer.size, "wasm layer"))
-            except OSError as exc:
-                raise StoreError(f"cannot write {written}: {exc.strerror}") from None
     store.tag(root, _local_name(ref, root.digest))
-    return Result(str(ref.with_digest(root.digest)), root, stats, written, trust=decision)
+    return Result(canonical, root, stats, trust=decision)
+
+
+def _export_layer(src: Target, layer: Descriptor, output: Path, progress: Progress | None) -> tuple[Path, CopyStats]:
+    """Stream the wasm layer straight to `output` (a file, or a directory to put the layer's title in)."""
+    path = output / packaging.layer_title(layer.annotations.get(packaging.TITLE, "app.wasm")) if output.is_dir() else output
+    stats = CopyStats(blobs_copied=1)
+    with src.fetch(layer) as chunks:
+        checked = metered(digests.verified(chunks, layer.digest, layer.size, f"blob {layer.digest}"), layer, progress, stats)
+        try:
+            atomic_write(path, checked)
+        except OSError as exc:
+            raise StoreError(f"cannot write {path}: {exc.strerror}") from None
+    return path, stats
 
 
 def login(host: str, username: str, password: str, options: RegistryOptions | None = None) -> None:

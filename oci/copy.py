@@ -41,7 +41,7 @@ def children(desc: Descriptor, manifest: bytes) -> list[Descriptor]:
     raise UnsupportedArtifact(f"{desc.digest} has media type {desc.media_type}, not an OCI manifest or index")
 
 
-def _metered(chunks: Iterable[bytes], desc: Descriptor, progress: Progress | None, stats: CopyStats) -> Iterator[bytes]:
+def metered(chunks: Iterable[bytes], desc: Descriptor, progress: Progress | None, stats: CopyStats) -> Iterator[bytes]:
     for chunk in chunks:
         stats.bytes_copied += len(chunk)
         if progress:
@@ -65,7 +65,7 @@ def _copy_node(src: Target, dst: Target, desc: Descriptor, tag: str | None, prog
             return
         with src.fetch(desc) as chunks:
             checked = digests.verified(chunks, desc.digest, desc.size, f"blob {desc.digest}")
-            dst.push_blob(desc, _metered(checked, desc, progress, stats))
+            dst.push_blob(desc, metered(checked, desc, progress, stats))
         stats.blobs_copied += 1
         return
     data = fetch_bytes(src, desc, f"manifest {desc.digest}")

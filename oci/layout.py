@@ -25,8 +25,12 @@ REF_NAME = "org.opencontainers.image.ref.name"
 _CHUNK = 1 << 20
 
 
-def atomic_write(path: Path, chunks: Iterable[bytes], mode: int = 0o644) -> None:
-    """Write to a sibling temp file and rename: readers see the old file or the whole new one, never a part."""
+def atomic_write(path: Path, chunks: Iterable[bytes], mode: int = 0o644, durable: bool = True) -> None:
+    """Write to a sibling temp file and rename: readers see the old file or the whole new one, never a part.
+
+    `durable=False` skips the fsync: right for store blobs, which are re-verified on every read,
+    so a blob torn by a crash is detected instead of trusted.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -34,7 +38,8 @@ def atomic_write(path: Path, chunks: Iterable[bytes], mode: int = 0o644) -> None
             for chunk in chunks:
                 out.write(chunk)
             out.flush()
-            os.fsync(out.fileno())
+            if durable:
+                os.fsync(out.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
@@ -78,7 +83,7 @@ class OCILayout:
 
     def push_blob(self, desc: Descriptor, chunks: Iterable[bytes]) -> None:
         try:
-            atomic_write(self.blob_path(desc.digest), chunks, mode=0o444)
+            atomic_write(self.blob_path(desc.digest), chunks, mode=0o444, durable=False)
         except OSError as exc:
             raise StoreError(f"cannot write blob {desc.digest} into {self.root}: {exc.strerror}") from None
 
