@@ -8,6 +8,7 @@ import click
 
 from wasm_oci import __version__
 from wasm_oci.cli.distribution import copy_cmd, inspect_cmd, login_cmd, logout_cmd, package_cmd, pull_cmd, push_cmd
+from wasm_oci.cli.run import run_cmd, serve_cmd
 from wasm_oci.cli.signing import keygen_cmd, sign_cmd, verify_cmd
 from wasm_oci.errors import WasmOciError
 
@@ -18,7 +19,7 @@ def cli() -> None:
     """Package, distribute and run WebAssembly components as OCI artifacts."""
 
 
-for command in (package_cmd, push_cmd, pull_cmd, inspect_cmd, copy_cmd, login_cmd, logout_cmd, keygen_cmd, sign_cmd, verify_cmd):
+for command in (package_cmd, push_cmd, pull_cmd, inspect_cmd, copy_cmd, login_cmd, logout_cmd, keygen_cmd, sign_cmd, verify_cmd, run_cmd, serve_cmd):
     cli.add_command(command)
 
 

