@@ -1,44 +1,51 @@
 #!/usr/bin/env bash
-# Installs the real peers the tests talk to (registry, containerd, oras, cosign, crane,
-# containerd's API protos) into a private prefix, without touching the machine's apt sources:
-# Debian sid packages are downloaded through a private sources list and unpacked with dpkg -x.
-# Idempotent: a package already unpacked (stamp file) is skipped.
+# Installs the real peers the tests talk to into a private prefix, without touching the machine's
+# apt sources or installed packages: Debian packages are downloaded through a private sources list
+# per suite and unpacked with dpkg -x.
+#   sid:      containerd 2.1 + ctr, oras, cosign, crane, docker-registry (CNCF distribution),
+#             containerd's API .proto files
+#   trixie:   containerd 1.7 + ctr (the 1.x line, task API v2), unpacked into a separate root
+#   bookworm: runc (the baseline for benchmarks)
+# Idempotent: a package already unpacked (stamp file) is skipped. Prints the bin dir.
 set -euo pipefail
 
 prefix=${WASM_OCI_TOOLS:-"$(cd "$(dirname "$0")/../.." && pwd)/.cache/tools"}
-sid_packages=(containerd oras cosign crane docker-registry golang-github-containerd-containerd-api-dev)
-mkdir -p "$prefix/root" "$prefix/debs" "$prefix/apt/lists/partial" "$prefix/apt/cache/archives/partial"
-
 mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
 mirror=${mirror:-http://deb.debian.org/debian}
-cat > "$prefix/apt/sid.sources" <<SRC
-Types: deb
-URIs: $mirror
-Suites: sid
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SRC
 
-apt_private=(-o "Dir::Etc::SourceList=$prefix/apt/sid.sources" -o Dir::Etc::SourceParts=/dev/null
-  -o "Dir::State::Lists=$prefix/apt/lists" -o "Dir::Cache=$prefix/apt/cache" -o Debug::NoLocking=1)
-
-missing=()
-for pkg in "${sid_packages[@]}"; do
-  [ -e "$prefix/root/.stamp-$pkg" ] || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "fetching from Debian sid: ${missing[*]}" >&2
-  apt-get "${apt_private[@]}" -qq update
-  (cd "$prefix/debs" && apt-get "${apt_private[@]}" -qq download "${missing[@]}")
-  for pkg in "${missing[@]}"; do
-    dpkg -x "$(ls "$prefix"/debs/"${pkg}"_*.deb | tail -n 1)" "$prefix/root"
-    touch "$prefix/root/.stamp-$pkg"
+# fetch SUITE ROOT PACKAGE...: unpack the packages of SUITE into ROOT.
+fetch() {
+  local suite=$1 root=$2; shift 2
+  local apt="$prefix/apt/$suite" missing=() pkg
+  for pkg in "$@"; do
+    [ -e "$root/.stamp-$pkg" ] || missing+=("$pkg")
   done
-fi
+  [ ${#missing[@]} -gt 0 ] || return 0
+  mkdir -p "$root" "$apt/lists/partial" "$apt/cache/archives/partial" "$apt/debs"
+  printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+    "$mirror" "$suite" > "$apt/$suite.sources"
+  local opts=(-o "Dir::Etc::SourceList=$apt/$suite.sources" -o Dir::Etc::SourceParts=/dev/null
+    -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache" -o Debug::NoLocking=1)
+  echo "fetching from Debian $suite: ${missing[*]}" >&2
+  apt-get "${opts[@]}" -qq update
+  (cd "$apt/debs" && apt-get "${opts[@]}" -qq download "${missing[@]}" 2>/dev/null)
+  for pkg in "${missing[@]}"; do
+    dpkg -x "$(ls "$apt"/debs/"${pkg}"_*.deb | tail -n 1)" "$root"
+    touch "$root/.stamp-$pkg"
+  done
+}
 
-# The registry binary is installed as /usr/bin/docker-registry by the Debian package.
+fetch sid "$prefix/root" containerd oras cosign crane docker-registry golang-github-containerd-containerd-api-dev
+fetch trixie "$prefix/containerd-1.7" containerd
+fetch bookworm "$prefix/root" runc
+fetch sid "$prefix/root" golang-github-containerd-ttrpc-dev  # ttrpc's request.proto, for tests/test_proto_drift.py
+
 mkdir -p "$prefix/bin"
 for tool in containerd ctr oras cosign crane docker-registry containerd-shim-runc-v2; do
-  [ -x "$prefix/root/usr/bin/$tool" ] && ln -sf "$prefix/root/usr/bin/$tool" "$prefix/bin/$tool"
+  ln -sf "$prefix/root/usr/bin/$tool" "$prefix/bin/$tool"
+done
+ln -sf "$prefix/root/usr/sbin/runc" "$prefix/bin/runc"
+for tool in containerd ctr containerd-shim-runc-v2; do
+  ln -sf "$prefix/containerd-1.7/usr/bin/$tool" "$prefix/bin/$tool-1.7"
 done
 echo "$prefix/bin"
