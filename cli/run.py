@@ -11,15 +11,17 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from wasm_oci.cli.options import build_registry_options, registry_options
 from wasm_oci.cli.signing import report_trust, verify_key_option
-from wasm_oci.engine import INHERIT, Engine, Preopen, Program, RunSpec
-from wasm_oci.engine.source import Source, resolve
-from wasm_oci.engine.spec import Inherit
+from wasm_oci.engine.spec import INHERIT, Inherit, Preopen, RunSpec
+
+if TYPE_CHECKING:
+    from wasm_oci.engine import Engine, Program
+    from wasm_oci.engine.source import Source
 
 _SIZE = re.compile(r"^(\d+)\s*([kmg]?)i?b?$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -80,6 +82,9 @@ def guest_options(memory: str | None, timeout: float | None) -> Any:
 
 
 def _load(source: str, verify_keys: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Engine, Source, Program]:
+    from wasm_oci.engine.runner import Engine  # wasmtime: ~40 ms, paid only by run and serve
+    from wasm_oci.engine.source import resolve
+
     src = resolve(source, build_registry_options(**kwargs), verify_keys)
     report_trust(src.trust, verbose=False)
     engine = Engine()

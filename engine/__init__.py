@@ -10,9 +10,27 @@ For a run another thread may stop: `execution = engine.execution(program, spec)`
 `execution.start()` (or `.run()` on a thread of your own), `execution.kill()`, `execution.wait()`.
 """
 
-from wasm_oci.engine.program import Program
-from wasm_oci.engine.result import TIMEOUT_STATUS, TRAP_STATUS, RunResult
-from wasm_oci.engine.runner import Engine, Execution
-from wasm_oci.engine.spec import INHERIT, Preopen, RunSpec
+from __future__ import annotations
 
-__all__ = ["Engine", "Execution", "Program", "RunSpec", "Preopen", "INHERIT", "RunResult", "TRAP_STATUS", "TIMEOUT_STATUS"]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wasm_oci.engine.program import Program
+    from wasm_oci.engine.result import TIMEOUT_STATUS, TRAP_STATUS, RunResult
+    from wasm_oci.engine.runner import Engine, Execution
+    from wasm_oci.engine.spec import INHERIT, Preopen, RunSpec
+
+# Names resolve on first use (PEP 562), so importing `wasm_oci.engine.spec` for the plain
+# dataclasses does not load wasmtime (~40 ms): the CLI's other commands never pay for it.
+_HOMES = {
+    "Engine": "runner", "Execution": "runner", "Program": "program", "RunSpec": "spec", "Preopen": "spec",
+    "INHERIT": "spec", "RunResult": "result", "TRAP_STATUS": "result", "TIMEOUT_STATUS": "result",
+}
+__all__ = list(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

@@ -188,7 +188,7 @@ def pull(
     hold a wasm layer, so a refused artifact leaves nothing behind. The output file appears whole
     or not at all; on any failure an existing file there is untouched.
     """
-    from wasm_oci.signing import trust  # cryptography costs ~15 ms to import: only pull needs it
+    from wasm_oci.signing import trust
 
     ref = references.parse(ref_text)
     src = open_target(ref, options)

@@ -1,7 +1,8 @@
 """A repository on an OCI distribution registry, as a content store.
 
-Built on oras-py's `Registry` (HTTP session, TLS settings, upload-location handling). Where
-oras-py falls short for this project it is overridden here:
+A `RemoteRepository` is an oras-py `Registry` (its session, TLS and cookie settings), so
+oras-py's own operations (`get_tags`, `delete_tag`, `get_manifest`, ...) work on it too, through
+the request layer below. Where oras-py falls short for this project it is overridden here:
   * `do_request`: answers `Basic` as well as `Bearer` challenges (oras-py's token backend only
     does Bearer), fails fast with a one-line error on unreachable hosts or TLS failures instead
     of retrying for minutes, and maps registry error codes to this project's exceptions;

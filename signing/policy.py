@@ -23,11 +23,13 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from wasm_oci.errors import TrustConfigError
 from wasm_oci.oci.reference import Reference, RegistryReference
-from wasm_oci.signing.keys import PublicKey, load_public
+
+if TYPE_CHECKING:
+    from wasm_oci.signing.keys import PublicKey
 
 Mode = Literal["enforce", "warn", "off"]
 SYSTEM_POLICY = Path("/etc/wasm-oci/policy.json")
@@ -83,6 +85,8 @@ def _rule(entry: Any, where: str, base: Path, scope: str) -> Rule:
     if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
         raise TrustConfigError(f"{where}: keys must be a list of public-key file paths")
     try:
+        from wasm_oci.signing.keys import load_public  # cryptography: only when a policy names keys
+
         return Rule(scope, mode, tuple(load_public(base / p) for p in paths))
     except TrustConfigError as exc:
         raise TrustConfigError(f"{where}: {exc}") from None

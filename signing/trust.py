@@ -12,14 +12,17 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from wasm_oci.errors import SignatureError
 from wasm_oci.oci.descriptor import Descriptor
 from wasm_oci.oci.reference import Reference
 from wasm_oci.oci.target import Target
-from wasm_oci.signing import discover, policy
-from wasm_oci.signing.keys import PublicKey
-from wasm_oci.signing.verify import Verification, check as judge_all
+from wasm_oci.signing import policy
+
+if TYPE_CHECKING:
+    from wasm_oci.signing.keys import PublicKey
+    from wasm_oci.signing.verify import Verification
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,9 @@ class Decision:
 
 def verify(ref: Reference, target: Target, subject: Descriptor, keys: Sequence[PublicKey]) -> Verification:
     """Every signature of `subject` in `target`, judged against `keys` (nothing raised)."""
+    from wasm_oci.signing import discover  # cryptography costs ~45 ms to import: only when checking
+    from wasm_oci.signing.verify import check as judge_all
+
     name = str(dataclasses.replace(ref, digest=None))
     return judge_all(name, subject.digest, discover.find(target, ref, subject.digest), keys)
 
