@@ -7,10 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import queue
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 
 import grpc
@@ -18,6 +15,7 @@ import pytest
 from google.protobuf.any_pb2 import Any
 
 from services.containerd import ContainerdServer
+from services.events import EventWatcher
 from services.tools import find_tool
 from wasm_oci.proto import (
     containers_pb2,
@@ -33,37 +31,6 @@ from wasm_oci.proto import (
 from wasm_oci.shim.transport.events import EventPublisher
 
 pytestmark = pytest.mark.containerd
-
-
-class EventWatcher:
-    """`ctr events`, its lines read by a thread."""
-
-    def __init__(self, containerd: ContainerdServer) -> None:
-        self.proc = subprocess.Popen([find_tool("ctr"), "--address", str(containerd.address), "events"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        time.sleep(0.5)  # let the subscription reach containerd
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-
-    def next_with(self, text: str, timeout: float = 10.0) -> str:
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                line = self.lines.get(timeout=left)
-            except queue.Empty:
-                break
-            if text in line:
-                return line
-        raise AssertionError(f"ctr events printed no line with {text!r}")
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
 
 
 @pytest.fixture

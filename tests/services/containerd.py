@@ -1,4 +1,4 @@
-"""A private containerd 2.1 for tests, kept off the host's containerd paths.
+"""A private containerd (2.1, or 1.7 with `release="1.7"`) for tests, kept off the host's paths.
 
 containerd runs from a config whose root/state/temp/sockets live in a temp dir, inside a
 private mount namespace (`unshare -m --propagation private`) where a temp dir is bind-mounted
@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,8 +23,8 @@ from .process import spawn, stop_process, wait_until
 from .tools import find_tool, run_tool, tools_bin_dir
 
 HOST_RUN_DIR = Path("/run/containerd")
-# containerd 2.1 (config version 3) plugin ids that tests never need and that would touch
-# host paths or need Kubernetes bits: CRI (split into images/runtime/grpc in 2.x), NRI.
+# Plugin ids that tests never need and that would touch host paths or need Kubernetes bits:
+# CRI (split into images/runtime/grpc in 2.x), NRI. containerd 2.1 reads config version 3.
 DISABLED_PLUGINS = (
     "io.containerd.grpc.v1.cri",
     "io.containerd.cri.v1.images",
@@ -33,6 +33,8 @@ DISABLED_PLUGINS = (
     "io.containerd.grpc.v1.sandbox-controllers",  # only fails to load without podsandbox
     "io.containerd.nri.v1.nri",
 )
+# containerd 1.7 (trixie's, task API v2 over ttrpc only) reads config version 2.
+DISABLED_PLUGINS_1_7 = ("io.containerd.grpc.v1.cri", "io.containerd.nri.v1.nri")
 # ctr subcommands that create FIFOs (default under /run/containerd/fifo) and take --fifo-dir.
 _FIFO_COMMANDS = {("run",), ("tasks", "start"), ("tasks", "exec"), ("task", "start"),
                   ("task", "exec"), ("t", "start"), ("t", "exec")}
@@ -48,11 +50,21 @@ class ContainerdServer:
 
     workdir: Path
     namespace: str = "wasm-oci-test"
+    release: str = "2.1"
+    """"2.1" runs `containerd`/`ctr`, "1.7" runs `containerd-1.7`/`ctr-1.7` (see install-system-deps.sh)."""
     extra_path: Sequence[Path] = ()
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    """Added to containerd's environment, which its shims inherit."""
     log_level: str = "info"
     startup_seconds: float = 0.0
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     mount_ns: str | None = None
+    old_mount_ns: list[str] = field(default_factory=list)
+    """Mount namespaces of earlier runs (`restart`): shims started there may still live."""
+
+    @property
+    def suffix(self) -> str:
+        return "" if self.release == "2.1" else f"-{self.release}"
 
     @property
     def address(self) -> Path:
@@ -93,9 +105,11 @@ class ContainerdServer:
         return self.workdir / "containerd.log"
 
     def config(self) -> str:
-        disabled = ", ".join(_toml(p) for p in DISABLED_PLUGINS)
-        return "\n".join([
-            "version = 3",
+        """containerd 2.1 reads config version 3, 1.7 version 2; the keys used here are alike."""
+        legacy = self.release == "1.7"
+        disabled = ", ".join(_toml(p) for p in (DISABLED_PLUGINS_1_7 if legacy else DISABLED_PLUGINS))
+        lines = [
+            f"version = {2 if legacy else 3}",
             f"root = {_toml(str(self.root))}",
             f"state = {_toml(str(self.state))}",
             f"temp = {_toml(str(self.workdir / 'tmp'))}",
@@ -104,18 +118,19 @@ class ContainerdServer:
             "[ttrpc]", f"address = {_toml(str(self.ttrpc_address))}",
             "[debug]", f"level = {_toml(self.log_level)}",
             # The opt plugin would create /opt/containerd on the host.
-            "[plugins.'io.containerd.internal.v1.opt']", f"path = {_toml(str(self.workdir / 'opt'))}",
-            "[plugins.'io.containerd.image-verifier.v1.bindir']",
-            f"bin_dir = {_toml(str(self.workdir / 'image-verifier'))}",
-            "",
-        ])
+            '[plugins."io.containerd.internal.v1.opt"]', f"path = {_toml(str(self.workdir / 'opt'))}",
+        ]
+        if not legacy:
+            lines += ['[plugins."io.containerd.image-verifier.v1.bindir"]',
+                      f"bin_dir = {_toml(str(self.workdir / 'image-verifier'))}"]
+        return "\n".join([*lines, ""])
 
     def env(self) -> dict[str, str]:
         """containerd's environment: PATH = shim_bin_dir, extra_path, tools bin dir, PATH."""
         dirs = [str(self.shim_bin_dir), *map(str, self.extra_path), str(tools_bin_dir()),
                 os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")]
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONTAINERD_")}
-        return {**env, "PATH": os.pathsep.join(dirs)}
+        return {**env, **self.extra_env, "PATH": os.pathsep.join(dirs)}
 
     def _socket_ready(self) -> bool | None:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -126,7 +141,7 @@ class ContainerdServer:
         return True
 
     def start(self, timeout: float = 30.0) -> ContainerdServer:
-        exe = find_tool("containerd")
+        exe = find_tool(f"containerd{self.suffix}")
         for d in (self.root, self.state, self.run_dir, self.fifo_dir, self.shim_bin_dir,
                   self.workdir / "tmp"):
             d.mkdir(parents=True, exist_ok=True)
@@ -161,21 +176,31 @@ class ContainerdServer:
             if tuple(words[:n]) in _FIFO_COMMANDS:
                 words[n:n] = ["--fifo-dir", str(self.fifo_dir)]
                 break
-        return run_tool("ctr", "--address", str(self.address), "--namespace",
+        return run_tool(f"ctr{self.suffix}", "--address", str(self.address), "--namespace",
                         namespace or self.namespace, *words, timeout=timeout, check=check,
                         input=input)
 
     def _namespace_pids(self) -> list[int]:
-        """Processes still in containerd's mount namespace (orphaned shims, their children)."""
+        """Processes still in containerd's mount namespaces, this run's and earlier ones'
+        (orphaned shims, their children)."""
+        namespaces = {self.mount_ns, *self.old_mount_ns}
         pids = []
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
                 try:
-                    if os.readlink(entry / "ns" / "mnt") == self.mount_ns:
+                    if os.readlink(entry / "ns" / "mnt") in namespaces:
                         pids.append(int(entry.name))
                 except OSError:
                     continue
         return pids
+
+    def restart(self, timeout: float = 30.0) -> ContainerdServer:
+        """Stop containerd alone (SIGTERM; its shims and tasks keep running, as on a host
+        upgrade) and start it again on the same root, state and sockets."""
+        assert self.proc is not None and self.mount_ns is not None
+        stop_process(self.proc)
+        self.old_mount_ns.append(self.mount_ns)
+        return self.start(timeout)
 
     def _kill_tasks(self) -> None:
         """Best effort: SIGKILL and delete every task, so no container outlives its shim."""
@@ -197,7 +222,7 @@ class ContainerdServer:
             except (AssertionError, OSError):
                 pass
         stop_process(self.proc)
-        if self.mount_ns:
+        if self.mount_ns or self.old_mount_ns:
             deadline = time.monotonic() + 10
             while (pids := self._namespace_pids()) and time.monotonic() < deadline:
                 for pid in pids:

@@ -1,0 +1,126 @@
+"""What a task runs: its Wasm, found, checked and compiled once.
+
+Two places a guest comes from:
+  - the rootfs, when argv[0] names a `.wasm` file in it (an ordinary image that carries a
+    Wasm file, like any other executable); symlinks resolve inside the rootfs;
+  - the image's wasm layer, read from containerd's content store (images this project
+    pushes: no filesystem layers, so the rootfs is empty).
+Either way a configured trust policy judges the container's image first. Programs are kept
+per image digest (a repeat Create costs two small containerd calls) and per layer digest in
+the engine, whose disk cache survives daemon restarts; concurrent first Creates of one image
+compile it once.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from wasm_oci.engine import Engine, Program
+from wasm_oci.errors import UnsupportedArtifact
+from wasm_oci.oci import artifact, digest as digests
+from wasm_oci.oci.descriptor import Descriptor
+from wasm_oci.shim.bundle import TaskSpec
+from wasm_oci.shim.image import Containerd
+from wasm_oci.shim.trust import TrustGate
+
+MAX_SYMLINKS = 40
+IMAGES_REMEMBERED = 64
+
+
+@dataclass(frozen=True)
+class Guest:
+    program: Program
+    origin: str
+    """Where it came from, for the log: "rootfs /app.wasm" or "image NAME layer DIGEST"."""
+    reused: bool = False
+    """Taken from the per-image memo: no content read, no load."""
+
+    def describe(self) -> str:
+        how = "reused" if self.reused else f"{self.program.cache}, {self.program.load_seconds * 1e3:.1f} ms"
+        return f"{self.origin} (program {how})"
+
+
+def resolve_in(root: Path, path: str) -> Path | None:
+    """`path` as the container sees it, resolved inside `root` (absolute symlinks are relative
+    to `root`, `..` stops at it); None when it does not name a regular file."""
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = root.joinpath(*resolved, part)
+        if candidate.is_symlink():
+            hops += 1
+            if hops > MAX_SYMLINKS:
+                return None
+            link = os.readlink(candidate)
+            if link.startswith("/"):
+                resolved = []
+            parts = [p for p in link.split("/") if p not in ("", ".")] + parts
+            continue
+        resolved.append(part)
+    target = root.joinpath(*resolved)
+    return target if target.is_file() else None
+
+
+class Guests:
+    def __init__(self, engine: Engine, containerd: Containerd, trust: TrustGate) -> None:
+        self.engine, self.containerd, self.trust = engine, containerd, trust
+        self._by_image: OrderedDict[str, Program] = OrderedDict()
+        self._loading: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def load(self, namespace: str, container_id: str, spec: TaskSpec, rootfs: Path) -> Guest:
+        image, subject = "", None
+        if self.trust.in_force():
+            image = self.containerd.image_of(namespace, container_id)
+            subject = self.containerd.target_of(namespace, image) if image else None
+            self.trust.check(image, subject)
+        entry = spec.args[0]
+        if entry.endswith(".wasm"):
+            path = resolve_in(rootfs, entry if entry.startswith("/") else f"{spec.cwd}/{entry}")
+            if path is not None:
+                return self._from_file(path, entry)
+        if not image:
+            image = self.containerd.image_of(namespace, container_id)
+            if not image:
+                raise UnsupportedArtifact(f"{entry} is not a .wasm file in the container's rootfs, and the container has no image")
+            subject = self.containerd.target_of(namespace, image)
+        assert subject is not None
+        return self._from_image(namespace, image, subject, entry)
+
+    def _once(self, key: str) -> threading.Lock:
+        with self._lock:
+            return self._loading.setdefault(key, threading.Lock())
+
+    def _from_file(self, path: Path, entry: str) -> Guest:
+        wasm = path.read_bytes()
+        program = self.engine.load(wasm, digests.of_bytes(wasm), name=os.path.basename(entry))
+        return Guest(program, f"rootfs {entry}")
+
+    def _from_image(self, namespace: str, image: str, subject: Descriptor, entry: str) -> Guest:
+        with self._once(subject.digest):
+            with self._lock:
+                known = self._by_image.get(subject.digest)
+                if known is not None:
+                    self._by_image.move_to_end(subject.digest)
+            reused = known is not None
+            if known is None:
+                store = self.containerd.content(namespace)
+                layer = artifact.read(store, subject).layer
+                with store.fetch(layer) as chunks:
+                    wasm = b"".join(digests.verified(chunks, layer.digest, layer.size, f"wasm layer of {image}"))
+                known = self.engine.load(wasm, layer.digest, name=os.path.basename(entry))
+                with self._lock:
+                    self._by_image[subject.digest] = known
+                    while len(self._by_image) > IMAGES_REMEMBERED:
+                        self._by_image.popitem(last=False)
+        return Guest(known, f"image {image} layer {known.digest}", reused)

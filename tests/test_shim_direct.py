@@ -1,0 +1,208 @@
+"""The shim's binary and daemon driven directly, as containerd drives them, without containerd in
+between: `start` and `delete` as processes (their output, their imports), the task service over
+gRPC with a stock gRPC client, and both task API versions over ttrpc.
+
+The bundles hold their Wasm in `rootfs/` and get no rootfs mounts, so nothing here needs
+containerd's image store; the events the daemon publishes go to the session's containerd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf.any_pb2 import Any
+
+from services.containerd import ContainerdServer
+from services.shim import EXAMPLES
+from services.tools import find_tool
+from wasm_oci.proto import task_pb2, task_pb2_grpc
+from wasm_oci.shim.launcher import write as write_launcher
+from wasm_oci.shim.transport.ttrpc import TtrpcClient
+
+pytestmark = pytest.mark.containerd
+
+NAMESPACE = "direct"
+METADATA = (("containerd-namespace", NAMESPACE),)
+FORBIDDEN_IN_START_AND_DELETE = ("grpc", "google.protobuf", "wasmtime", "wasm_oci.engine", "asyncio", "wasm_oci.proto")
+
+
+class Shim:
+    """The launcher run as containerd runs it, against one private run dir."""
+
+    def __init__(self, tmp: Path, containerd: ContainerdServer, protocol: str) -> None:
+        self.launcher = write_launcher(tmp / "bin")
+        self.run_dir = Path(tempfile.mkdtemp(prefix="wos-"))  # socket paths must stay under 108 bytes
+        self.config = tmp / "shim.toml"
+        self.config.write_text(f'protocol = "{protocol}"\nrun_dir = "{self.run_dir}"\nlinger = 0\ncache_dir = "{tmp / "cache"}"\n')
+        self.containerd = containerd
+        self.tmp = tmp
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "TTRPC_ADDRESS": str(self.containerd.ttrpc_address), "GRPC_ADDRESS": str(self.containerd.address),
+                "NAMESPACE": NAMESPACE, "WASM_OCI_SHIM_CONFIG": str(self.config), "WASM_OCI_HOME": str(self.tmp / "home")}
+
+    def command(self, task_id: str, action: str, bundle: Path, *python_flags: str) -> subprocess.CompletedProcess[bytes]:
+        argv = [sys.executable, "-S", *python_flags, str(self.launcher), "-namespace", NAMESPACE, "-address",
+                str(self.containerd.address), "-publish-binary", find_tool("containerd"), "-id", task_id]
+        if action == "delete":
+            argv += ["-bundle", str(bundle)]
+        return subprocess.run([*argv, action], cwd=bundle, env=self.env(), stdin=subprocess.DEVNULL,
+                              capture_output=True, timeout=60, check=False)
+
+    def bundle(self, task_id: str, wasm: Path, *args: str, env: tuple[str, ...] = ()) -> Path:
+        bundle = self.tmp / "bundles" / task_id
+        (bundle / "rootfs").mkdir(parents=True)
+        shutil.copy(wasm, bundle / "rootfs" / "app.wasm")
+        spec = {"ociVersion": "1.1.0", "process": {"args": ["/app.wasm", *args], "env": list(env), "cwd": "/"},
+                "root": {"path": "rootfs"}, "linux": {"resources": {"memory": {"limit": 32 << 20}}}}
+        (bundle / "config.json").write_text(json.dumps(spec))
+        return bundle
+
+    def start(self, task_id: str, bundle: Path) -> dict[str, object]:
+        result = self.command(task_id, "start", bundle)
+        assert result.returncode == 0, result.stderr.decode()
+        return json.loads(result.stdout)
+
+
+def imported(importtime_stderr: bytes) -> set[str]:
+    return {line.split("|")[-1].strip() for line in importtime_stderr.decode().splitlines() if line.startswith("import time:")}
+
+
+@pytest.fixture
+def grpc_shim(tmp_path: Path, containerd: ContainerdServer) -> Iterator[Shim]:
+    shim = Shim(tmp_path, containerd, "grpc")
+    yield shim
+    _kill_daemons(shim.run_dir)
+
+
+def _kill_daemons(run_dir: Path) -> None:
+    """The daemons started with this run dir (it is in their -group-dir flag), then the dir."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(run_dir).encode() in (entry / "cmdline").read_bytes():
+                    os.kill(int(entry.name), signal.SIGKILL)
+            except OSError:
+                continue
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def test_start_announces_a_grpc_daemon_that_serves_the_task_api(grpc_shim: Shim) -> None:
+    hello = grpc_shim.bundle("hello", EXAMPLES / "hello" / "hello.wasm", "a1", env=("GREETING=direct",))
+    bootstrap = grpc_shim.start("hello", hello)
+    assert bootstrap["version"] == 3 and bootstrap["protocol"] == "grpc"
+    address = str(bootstrap["address"])
+    assert address.startswith("/")  # containerd's gRPC dialer wants a plain path
+    out = hello / "stdout"
+    with grpc.insecure_channel(f"unix:{address}") as channel:
+        task = task_pb2_grpc.TaskStub(channel)
+        created = task.Create(task_pb2.CreateTaskRequest(id="hello", bundle=str(hello), stdout=str(out)), metadata=METADATA, timeout=30)
+        assert created.pid > 0
+        assert task.State(task_pb2.StateRequest(id="hello"), metadata=METADATA).status == 1  # CREATED
+        task.Start(task_pb2.StartRequest(id="hello"), metadata=METADATA, timeout=10)
+        waited = task.Wait(task_pb2.WaitRequest(id="hello"), metadata=METADATA, timeout=10)
+        assert waited.exit_status == 0
+        assert out.read_text() == "Hello from wasm-oci!\narg: /app.wasm\narg: a1\nGREETING=direct\n"
+        state = task.State(task_pb2.StateRequest(id="hello"), metadata=METADATA)
+        assert state.status == 3 and state.exited_at.seconds > 0  # STOPPED
+        deleted = task.Delete(task_pb2.DeleteRequest(id="hello"), metadata=METADATA, timeout=10)
+        assert deleted.exit_status == 0
+        with pytest.raises(grpc.RpcError) as missing:
+            task.State(task_pb2.StateRequest(id="hello"), metadata=METADATA)
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+        task.Shutdown(task_pb2.ShutdownRequest(id="hello"), metadata=METADATA)
+
+
+def test_kill_delivers_within_100ms_and_unsupported_calls_say_so(grpc_shim: Shim) -> None:
+    spin = grpc_shim.bundle("spin", EXAMPLES / "spin" / "spin.wasm")
+    address = str(grpc_shim.start("spin", spin)["address"])
+    with grpc.insecure_channel(f"unix:{address}") as channel:
+        task = task_pb2_grpc.TaskStub(channel)
+        task.Create(task_pb2.CreateTaskRequest(id="spin", bundle=str(spin)), metadata=METADATA, timeout=30)
+        task.Start(task_pb2.StartRequest(id="spin"), metadata=METADATA, timeout=10)
+        for call, request, code, text in (
+            (task.Exec, task_pb2.ExecProcessRequest(id="spin", exec_id="e1"), grpc.StatusCode.UNIMPLEMENTED, "exec is not supported"),
+            (task.Pause, task_pb2.PauseRequest(id="spin"), grpc.StatusCode.UNIMPLEMENTED, "pause"),
+            (task.Resume, task_pb2.ResumeRequest(id="spin"), grpc.StatusCode.UNIMPLEMENTED, "resume"),
+            (task.Checkpoint, task_pb2.CheckpointTaskRequest(id="spin"), grpc.StatusCode.UNIMPLEMENTED, "checkpoint"),
+            (task.ResizePty, task_pb2.ResizePtyRequest(id="spin"), grpc.StatusCode.FAILED_PRECONDITION, "no terminal"),
+            (task.Delete, task_pb2.DeleteRequest(id="spin"), grpc.StatusCode.FAILED_PRECONDITION, "running"),
+            (task.Update, task_pb2.UpdateTaskRequest(id="spin", resources=Any(value=b'{"memory":{"limit":1048576}}')),
+             grpc.StatusCode.FAILED_PRECONDITION, "memory limit"),
+        ):
+            with pytest.raises(grpc.RpcError) as failed:
+                call(request, metadata=METADATA, timeout=10)
+            assert failed.value.code() == code and text in failed.value.details()
+        assert [p.pid for p in task.Pids(task_pb2.PidsRequest(id="spin"), metadata=METADATA).processes] == [
+            task.Connect(task_pb2.ConnectRequest(id="spin"), metadata=METADATA).shim_pid]
+        task.CloseIO(task_pb2.CloseIORequest(id="spin", stdin=True), metadata=METADATA)
+        assert task.Stats(task_pb2.StatsRequest(id="spin"), metadata=METADATA).stats.type_url == "io.containerd.cgroups.v2.Metrics"
+        began = time.monotonic()
+        task.Kill(task_pb2.KillRequest(id="spin", signal=9), metadata=METADATA, timeout=10)
+        waited = task.Wait(task_pb2.WaitRequest(id="spin"), metadata=METADATA, timeout=10)
+        elapsed = time.monotonic() - began
+        print(f"Kill -> Wait answered in {elapsed * 1e3:.2f} ms")
+        assert waited.exit_status == 137
+        assert elapsed < 0.1
+        with pytest.raises(grpc.RpcError) as gone:
+            task.Kill(task_pb2.KillRequest(id="spin", signal=9), metadata=METADATA, timeout=10)
+        assert gone.value.code() == grpc.StatusCode.NOT_FOUND and "already finished" in gone.value.details()
+        assert task.Delete(task_pb2.DeleteRequest(id="spin"), metadata=METADATA).exit_status == 137
+
+
+def test_delete_after_the_daemon_is_gone_reports_a_kill(grpc_shim: Shim) -> None:
+    bundle = grpc_shim.bundle("gone", EXAMPLES / "hello" / "hello.wasm")
+    result = grpc_shim.command("gone", "delete", bundle)
+    assert result.returncode == 0, result.stderr.decode()
+    response = task_pb2.DeleteResponse.FromString(result.stdout)
+    assert response.exit_status == 137 and abs(response.exited_at.seconds - time.time()) < 60
+
+
+def test_start_and_delete_import_neither_grpc_nor_the_engine(grpc_shim: Shim) -> None:
+    first = grpc_shim.bundle("imports-1", EXAMPLES / "hello" / "hello.wasm")
+    second = grpc_shim.bundle("imports-2", EXAMPLES / "hello" / "hello.wasm")
+    runs = {
+        "start (spawns the daemon)": grpc_shim.command("imports-1", "start", first, "-X", "importtime"),
+        "start (reuses it)": grpc_shim.command("imports-2", "start", second, "-X", "importtime"),
+        "delete": grpc_shim.command("imports-2", "delete", second, "-X", "importtime"),
+    }
+    for what, result in runs.items():
+        assert result.returncode == 0, f"{what}: {result.stderr.decode()}"
+        modules = imported(result.stderr)
+        assert "wasm_oci.shim.main" in modules
+        leaked = sorted(m for m in modules if m.split(".")[0] in FORBIDDEN_IN_START_AND_DELETE or m in FORBIDDEN_IN_START_AND_DELETE
+                        or any(m.startswith(f"{f}.") for f in FORBIDDEN_IN_START_AND_DELETE))
+        assert not leaked, f"{what} imported {leaked}"
+
+
+def test_both_task_api_versions_are_served_over_ttrpc(tmp_path: Path, containerd: ContainerdServer) -> None:
+    shim = Shim(tmp_path, containerd, "ttrpc")
+    try:
+        bundle = shim.bundle("versions", EXAMPLES / "hello" / "hello.wasm")
+        bootstrap = shim.start("versions", bundle)
+        assert bootstrap["protocol"] == "ttrpc" and str(bootstrap["address"]).startswith("unix:///")
+
+        async def connect() -> tuple[int, int]:
+            async with await TtrpcClient.connect(str(bootstrap["address"])) as client:
+                v3 = await client.call("containerd.task.v3.Task", "Connect", task_pb2.ConnectRequest(id="versions"),
+                                       task_pb2.ConnectResponse, metadata={"containerd-namespace": NAMESPACE}, timeout=10)
+                v2 = await client.call("containerd.task.v2.Task", "Connect", task_pb2.ConnectRequest(id="versions"),
+                                       task_pb2.ConnectResponse, metadata={"containerd-namespace-ttrpc": NAMESPACE}, timeout=10)
+                return v3.shim_pid, v2.shim_pid
+
+        v3_pid, v2_pid = asyncio.run(connect())
+        assert v3_pid == v2_pid > 0
+    finally:
+        _kill_daemons(shim.run_dir)
