@@ -4,22 +4,23 @@ Both are whole CLI invocations (process start included, as a CI job sees them), 
 fresh repository each run so no blob is skipped, and pulling into an empty destination so
 every byte is downloaded (and, for wasm-oci, digest-verified into its store).
 
-    .venv/bin/python bench/distribution.py [--sizes 1,50] [--runs 5]
+    .venv/bin/python bench/distribution.py [--quick]
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from common import REPO, Comparison, alternate, markdown, timed
+from common import Comparison, Section, alternate, comparisons, main, timed
 from services.registry import plain_registry
 from services.tools import find_tool
 from services.wasmgen import padded_component
+
+RUNS, QUICK_RUNS = 7, 2
 
 
 def measure(size_mb: int, runs: int, host: str, work: Path) -> list[Comparison]:
@@ -51,24 +52,28 @@ def measure(size_mb: int, runs: int, host: str, work: Path) -> list[Comparison]:
     ]
 
 
-def run(sizes: list[int], runs: int) -> list[Comparison]:
+def run(quick: bool) -> Section:
+    sizes, runs = ([1], QUICK_RUNS) if quick else ([1, 50], RUNS)
     with tempfile.TemporaryDirectory(prefix="wasm-oci-bench-") as tmp:
         work = Path(tmp)
         with plain_registry(work / "registry") as registry:
-            rows = []
-            for size in sizes:
-                rows += measure(size, runs, registry.host, work)
-            return rows
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1,50", help="component sizes in MB, comma separated")
-    parser.add_argument("--runs", type=int, default=5)
-    args = parser.parse_args()
-    print(markdown(run([int(s) for s in args.sizes.split(",")], args.runs)))
+            rows = [row for size in sizes for row in measure(size, runs, registry.host, work)]
+    return Section(
+        "Distribution: push and pull through a local registry",
+        f"""Whole CLI invocations against a CNCF distribution registry on loopback: `wasm-oci push LOCAL-TAG REF`
+vs `oras push REF FILE:application/wasm`, and `wasm-oci pull REF -o FILE` vs `oras pull REF -o DIR`,
+for components of {" and ".join(f"{size} MB" for size in sizes)}. Each push goes to a fresh
+repository (nothing skipped), each pull into an empty destination. {runs} runs each, interleaved.""",
+        comparisons(rows),
+        """What the ratios say: the per-invocation cost of a Python CLI (interpreter start plus importing
+`requests` and oras-py, about 0.2 s, measured with `python -X importtime -m wasm_oci.cli.main`
+and `python -c 'import wasm_oci.oci.remote'`) dominates small artifacts; the Go `oras` binary
+starts in a few milliseconds. On 50 MB the transfer itself is close to oras (in-process, a 50 MB
+pull with digest verification and an atomic, fsynced write takes ~0.18 s). Blob uploads stream
+with a known length and downloads stream to disk, so memory stays flat for any size.""",
+        tuple(row.summary() for row in rows),
+    )
 
 
 if __name__ == "__main__":
-    os.chdir(REPO)
-    main()
+    main(run)

@@ -6,34 +6,35 @@
   /bin/true: the least a runtime that starts a native process per task pays;
 - `Execution.start()`, what the shim's Start calls: setup and instantiate, then a thread;
 - kill latency: `Execution.kill()` to `run()` returning, for a guest spinning in a loop;
-- parallel runs: hello runs/s from 1 thread and from one thread per CPU (Wasm drops the GIL).
+- parallel runs: hello runs/s from 1 thread and from one thread per CPU.
 
-    .venv/bin/python bench/engine_run.py [--runs 500]
+    .venv/bin/python bench/engine_run.py [--quick]
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import statistics
 import subprocess
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from common import REPO, Comparison, alternate
+from common import REPO, Comparison, Section, alternate, comparisons, duration, main, median, percentile, stopwatch
 
 from wasm_oci.engine import Engine, RunSpec
 
 HELLO = (REPO / "examples" / "hello" / "hello.wasm").read_bytes()
 SPIN = (REPO / "examples" / "spin" / "spin.wasm").read_bytes()
-
-
-def timed(action: object) -> float:
-    began = time.perf_counter()
-    action()  # type: ignore[operator]
-    return time.perf_counter() - began
+RUNS, QUICK_RUNS = 500, 20
+PARALLEL_NOTE = """Wasm execution itself runs without the GIL, but a short run is mostly wasmtime C calls
+made through ctypes (Store, WASI context, instantiation, the call, the clean-up), and each of
+them releases and retakes the GIL; with two threads those hand-offs turn into context switches,
+so one process runs short guests faster from one thread than from several. When profiled, two
+processes of one thread each did ~25,000 hello runs/s together where one process with two
+threads did ~5,500 (`sys.setswitchinterval` and smaller memory reservations barely moved it).
+The shim's and `serve`'s throughput on short tasks inherit this; long-running guests do run in
+parallel."""
 
 
 def loads(runs: int, work: Path) -> tuple[Comparison, list[float]]:
@@ -55,8 +56,8 @@ def starts(runs: int, engine: Engine) -> Comparison:
     spec = RunSpec(args=["hello.wasm"])
     ours, spawn = alternate(
         runs,
-        lambda i: timed(lambda: engine.run(program, spec)),
-        lambda i: timed(lambda: subprocess.run(["/bin/true"], check=True)),
+        lambda i: stopwatch(lambda: engine.run(program, spec)),
+        lambda i: stopwatch(lambda: subprocess.run(["/bin/true"], check=True)),
     )
     return Comparison("instantiate + run hello.wasm (cache hit)", ours, spawn, "spawn /bin/true")
 
@@ -67,7 +68,7 @@ def shim_starts(runs: int, engine: Engine) -> list[float]:
     samples = []
     for _ in range(runs):
         execution = engine.execution(program, RunSpec(args=["hello.wasm"]))
-        samples.append(timed(execution.start))
+        samples.append(stopwatch(execution.start))
         execution.wait()
     return samples
 
@@ -86,7 +87,7 @@ def kills(runs: int, engine: Engine) -> list[float]:
     return latencies
 
 
-def throughput(engine: Engine, threads: int, seconds: float = 2.0) -> float:
+def throughput(engine: Engine, threads: int, seconds: float) -> float:
     program = engine.load(HELLO)
     spec = RunSpec(args=["hello.wasm"])
     counts = [0] * threads
@@ -105,37 +106,37 @@ def throughput(engine: Engine, threads: int, seconds: float = 2.0) -> float:
     return sum(counts) / seconds
 
 
-def us(seconds: float) -> str:
-    return f"{seconds * 1e6:.0f} us"
-
-
-def pct(samples: list[float], q: int) -> float:
-    return statistics.quantiles(samples, n=100)[q - 1]
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=500)
-    args = parser.parse_args()
+def run(quick: bool) -> Section:
+    runs, seconds = (QUICK_RUNS, 0.5) if quick else (RUNS, 2.0)
     with tempfile.TemporaryDirectory() as tmp:
-        load, memory = loads(min(args.runs, 50), Path(tmp))
+        load, memory = loads(min(runs, 50), Path(tmp))
         engine = Engine(cache_dir=Path(tmp) / "warm")
-        start = starts(args.runs, engine)
-        shim = shim_starts(args.runs, engine)
-        kill = kills(min(args.runs, 100), engine)
+        start = starts(runs, engine)
+        shim = shim_starts(runs, engine)
+        kill = kills(min(runs, 100), engine)
         cpus = os.cpu_count() or 1
-        serial, parallel = throughput(engine, 1), throughput(engine, cpus)
-    print("| measurement | wasm-oci median | baseline | baseline median | ratio | runs |")
-    print("| --- | ---: | --- | ---: | ---: | ---: |")
-    for row in (load, start):
-        print(f"| {row.name} | {us(row.ours_median)} | {row.baseline_name} | {us(row.baseline_median)} | {row.ratio:.3f} | {len(row.ours)} |")
-    print()
-    print(f"- load from this Engine's memory: median {us(statistics.median(memory))}")
-    print(f"- instantiate + run hello.wasm: p90 {us(pct(start.ours, 90))}, p99 {us(pct(start.ours, 99))}")
-    print(f"- Execution.start() (setup, instantiate, thread hand-off): median {us(statistics.median(shim))}, p99 {us(pct(shim, 99))}")
-    print(f"- kill latency: median {us(statistics.median(kill))}, p99 {us(pct(kill, 99))}, max {us(max(kill))} ({len(kill)} kills)")
-    print(f"- hello runs/s: 1 thread {serial:.0f}, {cpus} threads {parallel:.0f} ({parallel / serial:.2f}x)")
+        serial, parallel = throughput(engine, 1, seconds), throughput(engine, cpus, seconds)
+    return Section(
+        "The engine in-process: what a start costs once the process is up",
+        f"""The engine's start-up costs measured inside one Python process (no CLI, no containerd):
+what the shim pays between a Start request and guest entry, and `wasm-oci run` after its imports.
+Loading examples/hello/hello.wasm from the precompile cache (a fresh Engine on a warm cache, as a
+new process sees it) vs compiling it; instantiating and running it on a cache hit (stdout
+discarded) vs spawning /bin/true, the least a runtime that starts a native process per task
+pays. {runs} runs each (loads: {min(runs, 50)}).""",
+        comparisons([load, start]),
+        "\n".join([
+            f"- load from this Engine's memory: median {duration(median(memory))}",
+            f"- instantiate + run hello.wasm: p90 {duration(percentile(start.ours or [], 90))}, p99 {duration(percentile(start.ours or [], 99))}",
+            f"- `Execution.start()` (what the shim's Start calls: setup, instantiate, thread hand-off): median {duration(median(shim))}, p99 {duration(percentile(shim, 99))}",
+            f"- kill latency (`Execution.kill()` of a guest spinning in a loop, until `run()` returns): median {duration(median(kill))}, p99 {duration(percentile(kill, 99))}, max {duration(max(kill))} ({len(kill)} kills)",
+            f"- hello runs/s in one process: 1 thread {serial:.0f}, {cpus} threads {parallel:.0f} ({parallel / serial:.2f}x)",
+            "",
+            PARALLEL_NOTE,
+        ]),
+        (load.summary(), start.summary()),
+    )
 
 
 if __name__ == "__main__":
-    main()
+    main(run)

@@ -1,7 +1,10 @@
 """Run every benchmark and regenerate docs/benchmarks.md.
 
-    .venv/bin/python bench/run.py            # full run (medians of --runs samples)
-    .venv/bin/python bench/run.py --quick    # smoke run: tiny sizes, 2 runs, table to stdout only
+    .venv/bin/python bench/run.py            # full run (~15 min on 2 cores), rewrites the doc
+    .venv/bin/python bench/run.py --quick    # smoke run (< 1 min): the same report on stdout only
+
+Each module's `run(quick) -> Section` measures wasm-oci and its baseline in the same process,
+interleaved where they take turns; the report is assembled from the sections in this order.
 """
 
 from __future__ import annotations
@@ -11,12 +14,23 @@ import os
 import platform
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from datetime import datetime, timezone
+from functools import partial
+from importlib.metadata import version
 from pathlib import Path
 
-from common import REPO, markdown
+from common import REPO, SUMMARY_HEADER, Section, duration, table
+from stack import shim_path
 
+import cold_start
+import density
 import distribution
+import engine_run
+import engine_serve
+import entry
+import throughput
 
 DOC = REPO / "docs" / "benchmarks.md"
 
@@ -34,58 +48,75 @@ def machine() -> str:
 
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?")
     mem_kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")))
-    return "\n".join(
-        [
-            f"- {platform.platform()}; {os.cpu_count()} CPUs ({cpu}); {mem_kb / 1024 / 1024:.0f} GiB RAM",
-            f"- Python {platform.python_version()}; oras {_version([find_tool('oras'), 'version'])}",
-            f"- run at {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-        ]
-    )
+    shim = shim_path()
+    return "\n".join([
+        f"- {platform.platform()}; {os.cpu_count()} CPUs ({cpu}); {mem_kb / 1024 / 1024:.0f} GiB RAM",
+        f"- Python {platform.python_version()}; wasmtime (Python) {version('wasmtime')}",
+        f"- {_version([find_tool('containerd'), '--version'])}; {_version([find_tool('runc'), '--version'])}",
+        f"- oras {_version([find_tool('oras'), 'version'])}",
+        f"- wasm-oci shim: {shim if shim else 'not installed'}",
+        f"- run at {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+    ])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run; does not rewrite the doc")
-    parser.add_argument("--runs", type=int, default=7)
-    args = parser.parse_args()
-    runs = 2 if args.quick else args.runs
-    sizes = [1] if args.quick else [1, 50]
-    rows = distribution.run(sizes, runs)
-    table = markdown(rows)
-    print(table)
-    if args.quick:
-        return
-    DOC.parent.mkdir(exist_ok=True)
-    DOC.write_text(
-        f"""# Benchmarks
+def report(sections: list[Section], quick: bool, took: float) -> str:
+    rows = [row for section in sections for row in section.summary]
+    mode = "`--quick` (smoke run: few samples, small sizes; not a result)" if quick else "full"
+    body = "\n".join(section.markdown() for section in sections)
+    return f"""# Benchmarks
 
-Regenerate with `.venv/bin/python bench/run.py` (after `./tests/run.sh` has fetched the peer tools).
-Every figure is a median over {runs} runs, and every wasm-oci figure has its baseline measured
-in the same invocation, interleaved with it; the ratio is wasm-oci / baseline (below 1 is faster).
+wasm-oci against what users would run instead, each pair measured in the same invocation on the
+same machine: figures are medians, and a ratio is wasm-oci / baseline, so machine noise mostly
+cancels. `better`/`worse` in the ratio column reads the same way for times, rates and sizes.
+Rows that need the containerd shim say `(shim not installed)` where `containerd-shim-wasm-oci-v1`
+was not on PATH (nor beside this Python) when the report was made.
+
+## Commands
+
+```sh
+./tests/tools/install-system-deps.sh     # peers: containerd, runc, registry, oras, busybox-static
+.venv/bin/python bench/run.py            # everything, rewrites this file (about 15 min on 2 cores)
+.venv/bin/python bench/run.py --quick    # the smoke run CI executes (tests/test_bench_smoke.py)
+.venv/bin/python bench/MODULE.py [--quick]   # one section: cold_start, throughput, entry,
+                                         # density, distribution, engine_run, engine_serve
+```
+
+containerd runs privately as the tests run it (tests/services/containerd.py: its own mount
+namespace, state in a temp dir), so the benchmarks need root, as containerd does.
 
 ## Machine
 
 {machine()}
+- mode: {mode}; took {duration(took)}
 
-## Distribution: push and pull through a local registry
+## Summary
 
-Whole CLI invocations against a CNCF distribution registry on loopback: `wasm-oci push LOCAL-TAG REF`
-vs `oras push REF FILE:application/wasm`, and `wasm-oci pull REF -o FILE` vs `oras pull REF -o DIR`.
-Each push goes to a fresh repository (nothing skipped), each pull into an empty destination.
+{table(SUMMARY_HEADER, rows, text=(0, 2))}
 
-{table}
+{body}"""
 
-What the ratios say: the per-invocation cost of a Python CLI (interpreter start plus importing
-`requests` and oras-py, about 0.2 s, measured with `python -X importtime -m wasm_oci.cli.main`
-and `python -c 'import wasm_oci.oci.remote'`) dominates small artifacts; the Go `oras` binary
-starts in a few milliseconds. On 50 MB the transfer itself is close to oras (in-process, a 50 MB
-pull with digest verification and an atomic, fsynced write takes ~0.18 s). Blob uploads stream
-with a known length and downloads stream to disk, so memory stays flat for any size.
-"""
-    )
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run; prints the report, does not rewrite the doc")
+    parser.add_argument("--tasks", type=int, default=throughput.TASKS, help="throughput: tasks in all")
+    parser.add_argument("--concurrency", type=int, default=throughput.CONCURRENCY, help="throughput: tasks at once")
+    args = parser.parse_args()
+    modules: list[Callable[[bool], Section]] = [cold_start.run, partial(throughput.run, tasks=args.tasks, concurrency=args.concurrency), entry.run,
+               density.run, distribution.run, engine_run.run, engine_serve.run]
+    began = time.perf_counter()
+    sections = []
+    for run in modules:
+        started = time.perf_counter()
+        sections.append(run(args.quick))
+        print(f"{sections[-1].title}: {duration(time.perf_counter() - started)}", file=sys.stderr)
+    text = report(sections, args.quick, time.perf_counter() - began)
+    if args.quick:
+        print(text)
+        return
+    DOC.write_text(text)
     print(f"wrote {DOC}", file=sys.stderr)
 
 
 if __name__ == "__main__":
-    os.chdir(REPO)
     main()

@@ -41,6 +41,8 @@ def _private_key(_ctx: click.Context, _param: click.Parameter, value: Path | Non
 
 
 def _public_keys(_ctx: click.Context, _param: click.Parameter, values: tuple[Path, ...]) -> tuple[PublicKey, ...]:
+    if not values:
+        return ()  # no import: cryptography would cost every run, pull and inspect ~20 ms
     from wasm_oci.signing import keys
 
     return tuple(keys.load_public(path) for path in values)

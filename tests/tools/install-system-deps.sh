@@ -37,7 +37,7 @@ fetch() {
 
 fetch sid "$prefix/root" containerd oras cosign crane docker-registry golang-github-containerd-containerd-api-dev
 fetch trixie "$prefix/containerd-1.7" containerd
-fetch bookworm "$prefix/root" runc
+fetch bookworm "$prefix/root" runc busybox-static
 fetch sid "$prefix/root" golang-github-containerd-ttrpc-dev  # ttrpc's request.proto, for tests/test_proto_drift.py
 
 mkdir -p "$prefix/bin"
