@@ -10,6 +10,7 @@ come in a `RegistryOptions`. Errors are `wasm_oci.errors.WasmOciError` subclasse
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,11 +221,10 @@ def _export_layer(src: Target, layer: Descriptor, output: Path, progress: Progre
 
 def login(host: str, username: str, password: str, options: RegistryOptions | None = None) -> None:
     """Check the credentials against the registry, then save them where docker would."""
-    base = options or RegistryOptions()
-    checked = RegistryOptions(base.plain_http, base.ca_file, base.insecure_skip_tls_verify, username, password, base.timeout)
     from wasm_oci.oci.auth import Credentials, DockerConfig
     from wasm_oci.oci.remote import RemoteRepository
 
+    checked = dataclasses.replace(options or RegistryOptions(), username=username, password=password)
     RemoteRepository(RegistryReference(host, ""), checked).ping()
     DockerConfig().store(host, Credentials(username, password))
 
