@@ -21,6 +21,7 @@ from wasm_oci.oci.artifact import read as read_artifact
 from wasm_oci.oci.layout import OCILayout
 from wasm_oci.oci.options import RegistryOptions
 from wasm_oci.oci.package import TITLE
+from wasm_oci.oci.target import fetch_bytes
 
 if TYPE_CHECKING:
     from wasm_oci.signing.keys import PublicKey
@@ -42,7 +43,7 @@ class Source:
 def resolve(src: str, options: RegistryOptions | None = None, verify_keys: Sequence[PublicKey] = ()) -> Source:
     """`verify_keys` (--verify-key) replace the trust policy's keys for a reference."""
     path = Path(src)
-    if src.endswith(".wasm") or (path.is_file() and not src.startswith("oci:")):
+    if api.names_wasm_file(src):
         if verify_keys:
             raise SignatureError(f"{src} is a file, which carries no signature to verify (--verify-key needs a reference)")
         wasm = api.read_wasm_file(path)
@@ -51,8 +52,7 @@ def resolve(src: str, options: RegistryOptions | None = None, verify_keys: Seque
     store = OCILayout(paths.local_store())
     artifact = read_artifact(store, pulled.descriptor)
     layer = artifact.layer
-    with store.fetch(layer) as chunks:
-        wasm = b"".join(digests.verified(chunks, layer.digest, layer.size, f"wasm layer of {pulled.reference}"))
+    wasm = fetch_bytes(store, layer, f"wasm layer of {pulled.reference}", limit=None)
     name = artifact.entrypoint[0] if artifact.entrypoint else layer.annotations.get(TITLE, "app.wasm")
     env = {key: value for key, _, value in (item.partition("=") for item in artifact.env)}
     return Source(wasm, layer.digest, name, env, pulled.trust)

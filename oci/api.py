@@ -121,11 +121,15 @@ def package(path: Path, dest: str, opts: PackageOptions = PackageOptions()) -> R
     return Result(str(ref.with_digest(packaged.manifest.digest)), packaged.manifest)
 
 
+def names_wasm_file(source: str) -> bool:
+    """Whether a SOURCE argument means a .wasm file rather than a reference (push, copy, run)."""
+    return source.endswith(".wasm") or (Path(source).is_file() and not source.startswith("oci:"))
+
+
 def _source(source: str, opts: PackageOptions, options: RegistryOptions | None) -> tuple[Target, Descriptor]:
     """A push/copy source: a .wasm file (packaged on the fly) or any reference."""
-    path = Path(source)
-    if source.endswith(".wasm") or (path.is_file() and not source.startswith("oci:")):
-        packaged, wasm = package_file(path, opts)
+    if names_wasm_file(source):
+        packaged, wasm = package_file(Path(source), opts)
         memory = MemoryStore()
         store_packaged(memory, packaged, wasm, None)
         return memory, packaged.manifest

@@ -33,9 +33,10 @@ class Target(Protocol):
     def tag(self, desc: Descriptor, tag: str) -> None: ...
 
 
-def fetch_bytes(target: Target, desc: Descriptor, what: str, limit: int = 4 << 20) -> bytes:
-    """Fetch a small object (manifest, config) and verify it; bounded so a hostile size cannot exhaust memory."""
-    if desc.size > limit:
+def fetch_bytes(target: Target, desc: Descriptor, what: str, limit: int | None = 4 << 20) -> bytes:
+    """Fetch an object whole and verify it. Manifests and configs keep the default bound, so a
+    hostile size cannot exhaust memory; a wasm layer about to be compiled passes `limit=None`."""
+    if limit is not None and desc.size > limit:
         raise DigestMismatch(f"{what} {desc.digest} claims {desc.size} bytes, over the {limit}-byte limit")
     with target.fetch(desc) as chunks:
         return b"".join(digests.verified(chunks, desc.digest, desc.size, what))
