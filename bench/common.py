@@ -68,7 +68,9 @@ def median(samples: Sequence[float]) -> float:
 
 
 def percentile(samples: Sequence[float], q: int) -> float:
-    return statistics.quantiles(samples, n=100)[q - 1] if len(samples) > 1 else samples[0]
+    """Interpolated between samples ("inclusive"): the default method extrapolates past the
+    largest sample when there are fewer than 100, printing a p99 above the max."""
+    return statistics.quantiles(samples, n=100, method="inclusive")[q - 1] if len(samples) > 1 else samples[0]
 
 
 def ratio(ours: float | None, baseline: float | None, lower_is_better: bool = True) -> str:

@@ -4,9 +4,10 @@ inside the shim from its Start request), and for `wasm-oci run`.
 Guest entry is a timestamp the guest takes itself: bench/guests/clock.wat prints the WASI
 wall clock (ns since the epoch) as its first action; the runc baseline runs `busybox adjtimex`,
 which prints the kernel's time (us) as its first action; starts are this process's
-`time.time_ns()` just before spawning the command. Inside the shim, the shim times itself: it
-logs `started: guest entered N ms after Start` with the task's id, which containerd copies
-into its log, where this benchmark reads it.
+`time.time_ns()` just before spawning the command. Inside the shim, the shim times itself: when
+the guest exits it logs `guest entered N ms after Start` with the task's id (from its Start
+handler being called to the guest's thread calling the guest's entry), which containerd
+copies into its log, where this benchmark reads it.
 
     .venv/bin/python bench/entry.py [--quick]
 """
@@ -117,8 +118,9 @@ compiled component already in the precompile cache (one unmeasured run first). G
 a timestamp the guest takes as its first action (bench/guests/clock.wat prints the WASI wall
 clock; the runc baseline runs `busybox adjtimex`, which prints the kernel's time); starts are
 taken by this process just before spawning the command. The shim row is the shim's own
-timing, from its Start handler being called to the guest's thread running, as it logs it
-(`started: guest entered N ms after Start`, copied into containerd's log). The interpreter
+timing, from its Start handler being called to the guest's thread calling the guest's entry
+(Create attached stdio and instantiated the guest; Start wakes its parked thread), as it logs
+it (`guest entered N ms after Start`, copied into containerd's log). The interpreter
 floor is this venv's Python starting and printing `time.time_ns()`: what any command written
 in Python pays before its first line runs. {runs} runs each, interleaved in pairs.""",
         comparisons(rows),

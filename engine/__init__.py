@@ -8,6 +8,7 @@
 
 For a run another thread may stop: `execution = engine.execution(program, spec)`, then
 `execution.start()` (or `.run()` on a thread of your own), `execution.kill()`, `execution.wait()`.
+`execution.prepare()` instantiates ahead of time, so a later `run()` only enters the guest.
 """
 
 from __future__ import annotations

@@ -73,28 +73,53 @@ class Engine:
 class Execution:
     """One run of a program; `kill()` and `wait()` may be called from any thread.
 
-    Setup (WASI, limits, instantiation) happens in the thread that calls `start()` or `run()`,
-    so a missing file or import raises there; the guest's own code runs after it.
+    Setup (WASI, limits, instantiation) happens in the thread that calls `prepare()`, or
+    `start()`/`run()` when nothing prepared it, so a missing file or import raises there. A
+    prepared run only has to enter the guest: the shim prepares at Create so that Start is a
+    thread's wake-up away from the guest's first instruction.
     """
 
     def __init__(self, engine: Engine, program: Program, spec: RunSpec) -> None:
         self.engine, self.program, self.spec = engine, program, spec
         self.result: RunResult | None = None
+        self.entered = 0.0
+        """`time.perf_counter()` just before the guest's entry was called (0.0 until then)."""
         self._stop: Stop | None = None
-        self._began = 0.0
+        self._step: Callable[[], int] | wasmtime.WasmtimeError | wasmtime.Trap | None = None
+        self._prepared = False
         self._token = 0
         self._deadline: Deadline | None = None
         self._done = threading.Event()
         self._lock = threading.Lock()
 
+    def prepare(self) -> None:
+        """Set up and instantiate in this thread; a trap while instantiating (a start
+        function, the memory limit) is kept and ends the run when it is entered."""
+        with self._lock:
+            if self._prepared:
+                raise RuntimeError("an Execution runs once")
+            self._prepared = True
+        self._step = self._instantiate()
+
     def start(self) -> None:
-        """Set up and instantiate in this thread, then run the guest on a new one; `wait()` for the result."""
-        step = self._instantiate()
-        threading.Thread(target=self._finish, args=(step,), name=f"wasm-oci {self.program.name}", daemon=True).start()
+        """Prepare (unless done already) in this thread, then run the guest on a new one; `wait()` for the result."""
+        if not self._prepared:
+            self.prepare()
+        threading.Thread(target=self.run, name=f"wasm-oci {self.program.name}", daemon=True).start()
 
     def run(self) -> RunResult:
-        """Set up, instantiate and run the guest in this thread; returns when it ends or is stopped."""
-        return self._finish(self._instantiate())
+        """Prepare (unless done already) and run the guest in this thread; returns when it ends or is stopped."""
+        if not self._prepared:
+            self.prepare()
+        return self._enter()
+
+    def discard(self) -> None:
+        """Let go of a prepared run that will not be entered (its store, its open files)."""
+        with self._lock:
+            if self.entered or self._done.is_set():
+                return
+            self._step = None
+        self._close(None)
 
     def wait(self, timeout: float | None = None) -> RunResult | None:
         self._done.wait(timeout)
@@ -115,19 +140,13 @@ class Execution:
         return self._stop is not None
 
     def _instantiate(self) -> Callable[[], int] | wasmtime.WasmtimeError | wasmtime.Trap:
-        """The guest's entry, or the trap that ended it while instantiating (a start function, the memory limit)."""
-        with self._lock:
-            if self._began:
-                raise RuntimeError("an Execution runs once")
-            self._began = time.monotonic()
+        """The guest's entry, or the trap that ended it while instantiating."""
         try:
             store = wasmtime.Store(self.engine.wasmtime)
             if self.spec.memory_limit is not None:
                 store.set_limits(memory_size=self.spec.memory_limit)
             store.set_wasi(wasi_config(self.spec))
             self._token = ffi.watch_epochs(store, self._should_stop)
-            if self.spec.timeout is not None:
-                self._deadline = self.engine.deadlines.at(self._began + self.spec.timeout, lambda: self._request_stop(Stop("timeout")))
             return self.program.entry.instantiate(store)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             missing = unsatisfied_import(exc, self.program.name)
@@ -139,16 +158,24 @@ class Execution:
             self._close(None)
             raise
 
-    def _finish(self, step: Callable[[], int] | wasmtime.WasmtimeError | wasmtime.Trap) -> RunResult:
+    def _enter(self) -> RunResult:
+        with self._lock:
+            step, self._step = self._step, None
+            if step is None:
+                raise RuntimeError("an Execution runs once")
+            self.entered = time.perf_counter()
+        began = time.monotonic()
+        if self.spec.timeout is not None:
+            self._deadline = self.engine.deadlines.at(began + self.spec.timeout, lambda: self._request_stop(Stop("timeout")))
         result = None
         try:
             if isinstance(step, Exception):
                 raise step
-            result = RunResult(step(), "exit", None, time.monotonic() - self._began)
+            result = RunResult(step(), "exit", None, time.monotonic() - began)
         except wasmtime.ExitTrap as exc:
-            result = RunResult(exc.code, "exit", None, time.monotonic() - self._began)
+            result = RunResult(exc.code, "exit", None, time.monotonic() - began)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
-            elapsed = time.monotonic() - self._began
+            elapsed = time.monotonic() - began
             result = trapped(exc, elapsed) if self._stop is None else self._stop.result(elapsed)
         finally:
             self._close(result)

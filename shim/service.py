@@ -2,9 +2,10 @@
 for every task of one daemon, keyed by (namespace, id).
 
 The protocol layer: it maps requests onto Task (task.py), Guests (guest.py) and the engine,
-and reports the task events containerd's clients wait for. Handlers that block (Create mounts
-and compiles, Start opens stdio) are plain functions run on worker threads; the others are
-coroutines on the event loop, where task exits are recorded. Exec, Pause, Resume and
+and reports the task events containerd's clients wait for. Handlers that block (Create mounts,
+compiles, opens stdio and instantiates; Update instantiates again) are plain functions run on
+worker threads; the others, Start among them, are coroutines on the event loop, where task
+exits are recorded. Exec, Pause, Resume and
 Checkpoint have no meaning for a single in-process guest and answer UNIMPLEMENTED.
 """
 
@@ -16,7 +17,6 @@ import logging
 import os
 import signal as signals
 import threading
-from dataclasses import replace
 from pathlib import Path
 
 from google.protobuf.empty_pb2 import Empty
@@ -149,16 +149,17 @@ class TaskService:
                 preopens=(*root_preopen, *spec.binds),
                 memory_limit=spec.memory_limit,
             )
-            return Task(namespace, request.id, request.bundle, stdio, program, run_spec, mounted, self._exited, task_log)
+            task = Task(namespace, request.id, request.bundle, stdio, program, run_spec, mounted, self._exited, task_log)
+            task.prepare(self.engine, self.loop)
+            return task
         except BaseException:
             if mounted is not None:
                 mounts.unmount(str(mounted))
             raise
 
-    def Start(self, request: api.StartRequest, context: Context) -> api.StartResponse:
+    async def Start(self, request: api.StartRequest, context: Context) -> api.StartResponse:
         task = self._get(context, request.id, request.exec_id)
-        seconds = task.start(self.engine, self.loop)
-        task.log.info("started: guest entered %.3f ms after Start", seconds * 1e3)
+        task.start()
         self._publish(task.namespace, events_pb2.TaskStart(container_id=task.id, pid=task.pid))
         return api.StartResponse(pid=task.pid)
 
@@ -226,16 +227,16 @@ class TaskService:
 
     async def Stats(self, request: api.StatsRequest, context: Context) -> api.StatsResponse:
         task = self._get(context, request.id)
-        return api.StatsResponse(stats=stats.metrics(task.status == Status.RUNNING, task.run_spec.memory_limit))
+        return api.StatsResponse(stats=stats.metrics(task.status == Status.RUNNING, task.cpu_ns(), task.run_spec.memory_limit))
 
     async def CloseIO(self, request: api.CloseIORequest, context: Context) -> Empty:
         """The guest's stdin is Wasmtime's own; the shim holds no end of it to close."""
         self._get(context, request.id, request.exec_id)
         return Empty()
 
-    async def Update(self, request: api.UpdateTaskRequest, context: Context) -> Empty:
+    def Update(self, request: api.UpdateTaskRequest, context: Context) -> Empty:
         """Resources (an OCI LinuxResources, JSON in the Any): only the memory limit applies,
-        and only before Start; annotations need nothing."""
+        and only before Start (the guest is instantiated again); annotations need nothing."""
         task = self._get(context, request.id)
         if not request.HasField("resources"):
             return Empty()
@@ -244,11 +245,8 @@ class TaskService:
         except ValueError:
             raise RpcError("INVALID_ARGUMENT", f"resources of type {request.resources.type_url} are not JSON LinuxResources") from None
         limit = bundle.memory_limit(resources if isinstance(resources, dict) else {})
-        if limit == task.run_spec.memory_limit:
-            return Empty()
-        if task.status != Status.CREATED:
-            raise RpcError("FAILED_PRECONDITION", f"task {task.id}: the memory limit of a started guest cannot change")
-        task.run_spec = replace(task.run_spec, memory_limit=limit)
+        if limit != task.run_spec.memory_limit:
+            task.limit_memory(limit)
         return Empty()
 
     async def ResizePty(self, request: api.ResizePtyRequest, context: Context) -> Empty:

@@ -3,9 +3,10 @@ blocking and without losing its output.
 
 The guest's Wasmtime opens the FIFO paths itself, and an open of one end of a FIFO blocks
 until the other end is open. Around it:
-- at Start, wait (up to READER_TIMEOUT) for the client to open stdout and stderr for reading
-  and hold a write end of each, and hold stdin read-write while Wasmtime opens it, so
-  Wasmtime's open returns at once (a client that never attaches gets EPIPE and EOF);
+- at Create, wait (up to READER_TIMEOUT) for the client to open stdout and stderr for reading
+  (clients start opening their ends before they send Create) and hold a write end of each,
+  and hold stdin read-write while Wasmtime opens it, so Wasmtime's open returns at once (a
+  client that never attaches gets EPIPE and EOF);
 - at exit, before the exit is reported, wait (up to DRAIN_TIMEOUT) until the client has read
   what the guest wrote, then let go. ctr opens its FIFOs on goroutines and, once it sees the
   exit, cancels an open that has not completed: without this, the output of a guest that
@@ -21,6 +22,8 @@ import os
 import stat
 import termios
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 READER_TIMEOUT = 2.0
@@ -71,16 +74,14 @@ def _unread(fd: int) -> int:
 
 
 class Attachment:
-    """The shim's own ends of a task's stdio FIFOs, from Start until the exit is reported."""
+    """The shim's own ends of a task's stdio FIFOs, from Create until the exit is reported."""
 
     def __init__(self, stdio: Stdio, reader_timeout: float = READER_TIMEOUT) -> None:
-        self._until_attached: list[int] = []
-        """Read-write ends held while Wasmtime opens the paths (stdin; outputs nobody reads)."""
+        self._unattended: list[str] = [stdio.stdin] if _is_fifo(stdio.stdin) else []
+        """Paths Wasmtime's open would block on: stdin, and outputs nobody reads."""
         self._outputs: list[tuple[str, int]] = []
         """Write ends of outputs a client reads, held until the exit so `drain` can watch them."""
         try:
-            if _is_fifo(stdio.stdin):
-                self._until_attached.append(os.open(stdio.stdin, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC))
             deadline = time.monotonic() + reader_timeout
             for path in (stdio.stdout, stdio.stderr):
                 if not _is_fifo(path):
@@ -90,17 +91,24 @@ class Attachment:
                 if fd is not None:
                     self._outputs.append((path, fd))
                 else:
-                    self._until_attached.append(os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC))
+                    self._unattended.append(path)
         except BaseException:
             self.close()
             raise
 
-    def guest_attached(self) -> None:
-        """Wasmtime has its own ends now: the guest sees EOF on a stdin the client stops
-        writing and EPIPE on an output nobody reads, as a process would."""
-        for fd in self._until_attached:
-            os.close(fd)
-        self._until_attached = []
+    @contextmanager
+    def opening(self) -> Iterator[None]:
+        """Hold read-write ends of the unattended paths while Wasmtime opens them, so its
+        opens return at once; let go after, so the guest sees EOF on a stdin the client
+        stops writing and EPIPE on an output nobody reads, as a process would."""
+        held: list[int] = []
+        try:
+            for path in self._unattended:
+                held.append(os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC))
+            yield
+        finally:
+            for fd in held:
+                os.close(fd)
 
     def drain(self, timeout: float = DRAIN_TIMEOUT) -> None:
         """Wait until the client read all the guest wrote (or left), then let go."""
@@ -111,7 +119,6 @@ class Attachment:
         self.close()
 
     def close(self) -> None:
-        self.guest_attached()
         for _, fd in self._outputs:
             os.close(fd)
         self._outputs = []

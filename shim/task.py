@@ -7,6 +7,12 @@ trap. The guest runs in this process: its "pid" is the daemon's.
 
 A Kubernetes pod sandbox runs no guest: it is RUNNING until killed, as the pause process is.
 
+Create does all the guest's setup: it attaches stdio, instantiates the guest and parks a
+thread for it; Start only wakes that thread, so the guest's first instruction follows Start
+by a thread wake-up. The same thread then waits for the client to read the guest's output
+and reports the exit. A start function in a core module (rare: WASI programs start at
+`_start`) therefore runs at Create.
+
 A kill stops the guest at its next epoch check, within a millisecond while it runs Wasm. A
 guest blocked in a host call (a WASI clock wait, a read) only gets there when the call
 returns: after KILL_GRACE the task is reported dead anyway, as the kill promised, and the
@@ -23,6 +29,7 @@ import signal as signals
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from wasm_oci.engine import Engine, Execution, Program, RunResult, RunSpec
@@ -60,40 +67,84 @@ class Task:
         self.exited = asyncio.Event()
         self.log = log
         self._on_exit = on_exit
+        self._engine: Engine | None = None
+        self._attachment: Attachment | None = None
         self._execution: Execution | None = None
+        self._woken = threading.Event()
+        self._started = 0.0
+        self._cpu: tuple[int, int | None] = (0, None)
+        """The guest thread's CPU clock while it runs, then its CPU time in ns."""
         self._lock = threading.Lock()
 
     @property
     def key(self) -> tuple[str, str]:
         return self.namespace, self.id
 
-    def start(self, engine: Engine, loop: asyncio.AbstractEventLoop) -> float:
-        """Instantiate and enter the guest; seconds from the call until its thread runs."""
-        began = time.perf_counter()
-        attachment = Attachment(self.stdio) if self.program is not None else None
+    def prepare(self, engine: Engine, loop: asyncio.AbstractEventLoop) -> None:
+        """Attach stdio, instantiate the guest and park its thread (at Create; blocks)."""
+        if self.program is None:
+            return
+        attachment = Attachment(self.stdio)
         try:
-            with self._lock:
-                if self.status != Status.CREATED:
-                    raise RpcError("FAILED_PRECONDITION", f"task {self.id} is {Status.Name(self.status).lower()}, not created")
-                if self.program is not None and attachment is not None:
-                    execution = engine.execution(self.program, self.run_spec)
-                    execution.start()
-                    self._execution = execution
-                    attachment.guest_attached()
-                    threading.Thread(target=self._watch, args=(execution, attachment, loop), name=f"wait {self.id}",
-                                     daemon=True).start()
-                self.status = Status.RUNNING
+            execution = self._instantiated(engine, attachment, self.program, self.run_spec)
         except BaseException:
-            if attachment is not None:
-                attachment.close()
+            attachment.close()
             raise
-        return time.perf_counter() - began
+        self._engine, self._attachment, self._execution = engine, attachment, execution
+        threading.Thread(target=self._guest, args=(attachment, loop), name=f"task {self.id}", daemon=True).start()
 
-    def _watch(self, execution: Execution, attachment: Attachment, loop: asyncio.AbstractEventLoop) -> None:
-        result = execution.wait()
-        assert result is not None  # wait() without a timeout returns the result
+    @staticmethod
+    def _instantiated(engine: Engine, attachment: Attachment, program: Program, spec: RunSpec) -> Execution:
+        execution = engine.execution(program, spec)
+        with attachment.opening():
+            execution.prepare()
+        return execution
+
+    def limit_memory(self, limit: int | None) -> None:
+        """A new memory limit before Start: the guest is instantiated again under it (blocks)."""
+        with self._lock:
+            if self.status != Status.CREATED:
+                raise RpcError("FAILED_PRECONDITION", f"task {self.id}: the memory limit of a started guest cannot change")
+            run_spec = replace(self.run_spec, memory_limit=limit)
+            if self._engine is not None and self._attachment is not None and self._execution is not None:
+                assert self.program is not None  # only guests have an execution
+                replaced = self._instantiated(self._engine, self._attachment, self.program, run_spec)
+                self._execution.discard()
+                self._execution = replaced
+            self.run_spec = run_spec
+
+    def start(self) -> None:
+        """Wake the guest's thread (or, for a sandbox, just be running)."""
+        with self._lock:
+            if self.status != Status.CREATED:
+                raise RpcError("FAILED_PRECONDITION", f"task {self.id} is {Status.Name(self.status).lower()}, not created")
+            self.status = Status.RUNNING
+            self._started = time.perf_counter()
+        self._woken.set()
+
+    def _guest(self, attachment: Attachment, loop: asyncio.AbstractEventLoop) -> None:
+        """The guest's thread: parked until Start (or an end before it), then the run and its exit."""
+        self._woken.wait()
+        with self._lock:
+            execution = self._execution
+            assert execution is not None  # set before this thread started
+            if self.status != Status.RUNNING:  # killed or deleted before it started
+                execution.discard()
+                attachment.close()
+                return
+            self._cpu = (time.pthread_getcpuclockid(threading.get_ident()), None)
+        result = execution.run()
+        with self._lock:
+            self._cpu = (0, time.thread_time_ns())
+        self.log.info("guest entered %.3f ms after Start, ran %.3f s", (execution.entered - self._started) * 1e3, result.elapsed)
         attachment.drain()
         loop.call_soon_threadsafe(self.finish, result)
+
+    def cpu_ns(self) -> int:
+        """CPU time the guest's thread has used so far."""
+        with self._lock:
+            clock, spent = self._cpu
+            return spent if spent is not None else time.clock_gettime_ns(clock) if clock else 0
 
     def finish(self, result: RunResult) -> None:
         """Record the exit (on the event loop); later calls are ignored."""
@@ -103,6 +154,7 @@ class Task:
             self.status = Status.STOPPED
             self.exit_status = result.status
             self.exited_at_ns = time.time_ns()
+        self._woken.set()  # a guest that never started lets go of its thread
         if result.message:
             self.log.info("exited with status %d: %s", result.status, result.message)
         self.exited.set()
@@ -115,15 +167,15 @@ class Task:
         with self._lock:
             if self.status == Status.STOPPED:
                 raise RpcError("NOT_FOUND", f"task {self.id}: process already finished")
-            execution = self._execution
+            running = self._execution if self.status == Status.RUNNING else None
         if signal in HARMLESS:
             return
         killed = RunResult(128 + signal, "killed", f"killed by signal {signal}")
-        if execution is None:  # never started, or a sandbox: nothing runs that must stop first
+        if running is None:  # never started, or a sandbox: nothing runs that must stop first
             self.finish(killed)
             return
-        execution.kill(signal)
-        asyncio.get_running_loop().call_later(KILL_GRACE, self._abandon, execution, killed)
+        running.kill(signal)
+        asyncio.get_running_loop().call_later(KILL_GRACE, self._abandon, running, killed)
 
     def _abandon(self, execution: Execution, killed: RunResult) -> None:
         if self.status == Status.RUNNING and execution.wait(0) is None:

@@ -84,6 +84,7 @@ def test_detached_task_is_listed_inspected_and_deleted(shim: ShimHarness, spin: 
         data = json.loads(ctr("task", "metrics", "--format", "json", "spin-detached").stdout)
         assert data["pids"]["current"] == 1
         assert data["memory"]["usage_limit"] == 64 << 20
+        assert data["cpu"]["usage_usec"] > 0  # the spinning guest's thread
         exec_result = ctr("task", "exec", "--exec-id", "e1", "spin-detached", "/x", check=False)
         assert exec_result.returncode != 0 and "exec is not supported" in exec_result.stderr
         assert "running" in ctr("task", "delete", "spin-detached", check=False).stderr

@@ -25,7 +25,7 @@ import pytest
 from google.protobuf.any_pb2 import Any
 
 from services.containerd import ContainerdServer
-from services.shim import EXAMPLES
+from services.shim import EXAMPLES, module
 from services.tools import find_tool
 from wasm_oci.proto import task_pb2, task_pb2_grpc
 from wasm_oci.shim.launcher import write as write_launcher
@@ -160,6 +160,32 @@ def test_kill_delivers_within_100ms_and_unsupported_calls_say_so(grpc_shim: Shim
             task.Kill(task_pb2.KillRequest(id="spin", signal=9), metadata=METADATA, timeout=10)
         assert gone.value.code() == grpc.StatusCode.NOT_FOUND and "already finished" in gone.value.details()
         assert task.Delete(task_pb2.DeleteRequest(id="spin"), metadata=METADATA).exit_status == 137
+
+
+def test_created_guests_take_updates_kills_and_deletes_before_start(grpc_shim: Shim) -> None:
+    """Create instantiates the guest: an Update before Start instantiates it again under the
+    new limit, and a kill or delete before Start ends it without running it."""
+    wasm = grpc_shim.tmp / "big.wasm"
+    wasm.write_bytes(module('(memory (export "memory") 64) (func (export "_start") (call $exit (i32.const 7)))'))  # 4 MiB
+    bundles = {task_id: grpc_shim.bundle(task_id, wasm) for task_id in ("small", "roomy", "killed", "deleted")}
+    address = str(grpc_shim.start("small", bundles["small"])["address"])
+    with grpc.insecure_channel(f"unix:{address}") as channel:
+        task = task_pb2_grpc.TaskStub(channel)
+        for task_id, bundle in bundles.items():
+            task.Create(task_pb2.CreateTaskRequest(id=task_id, bundle=str(bundle)), metadata=METADATA, timeout=30)
+        for task_id, limit, status in (("small", 1 << 20, 134), ("roomy", 8 << 20, 7)):
+            resources = Any(value=json.dumps({"memory": {"limit": limit}}).encode())
+            task.Update(task_pb2.UpdateTaskRequest(id=task_id, resources=resources), metadata=METADATA, timeout=10)
+            task.Start(task_pb2.StartRequest(id=task_id), metadata=METADATA, timeout=10)
+            assert task.Wait(task_pb2.WaitRequest(id=task_id), metadata=METADATA, timeout=10).exit_status == status
+        task.Kill(task_pb2.KillRequest(id="killed", signal=15), metadata=METADATA, timeout=10)
+        assert task.Wait(task_pb2.WaitRequest(id="killed"), metadata=METADATA, timeout=10).exit_status == 143
+        with pytest.raises(grpc.RpcError) as refused:
+            task.Start(task_pb2.StartRequest(id="killed"), metadata=METADATA, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "stopped" in refused.value.details()
+        assert task.Delete(task_pb2.DeleteRequest(id="deleted"), metadata=METADATA, timeout=10).exit_status == 137
+        for task_id in ("small", "roomy", "killed"):
+            task.Delete(task_pb2.DeleteRequest(id=task_id), metadata=METADATA, timeout=10)
 
 
 def test_delete_after_the_daemon_is_gone_reports_a_kill(grpc_shim: Shim) -> None:
