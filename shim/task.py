@@ -67,7 +67,6 @@ class Task:
         self.exited = asyncio.Event()
         self.log = log
         self._on_exit = on_exit
-        self._engine: Engine | None = None
         self._attachment: Attachment | None = None
         self._execution: Execution | None = None
         self._woken = threading.Event()
@@ -90,7 +89,7 @@ class Task:
         except BaseException:
             attachment.close()
             raise
-        self._engine, self._attachment, self._execution = engine, attachment, execution
+        self._attachment, self._execution = attachment, execution
         threading.Thread(target=self._guest, args=(attachment, loop), name=f"task {self.id}", daemon=True).start()
 
     @staticmethod
@@ -106,11 +105,10 @@ class Task:
             if self.status != Status.CREATED:
                 raise RpcError("FAILED_PRECONDITION", f"task {self.id}: the memory limit of a started guest cannot change")
             run_spec = replace(self.run_spec, memory_limit=limit)
-            if self._engine is not None and self._attachment is not None and self._execution is not None:
-                assert self.program is not None  # only guests have an execution
-                replaced = self._instantiated(self._engine, self._attachment, self.program, run_spec)
-                self._execution.discard()
-                self._execution = replaced
+            current = self._execution
+            if current is not None and self._attachment is not None:
+                self._execution = self._instantiated(current.engine, self._attachment, current.program, run_spec)
+                current.discard()
             self.run_spec = run_spec
 
     def start(self) -> None:
