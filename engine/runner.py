@@ -19,7 +19,7 @@ from pathlib import Path
 
 import wasmtime
 
-from wasm_oci.engine import ffi
+from wasm_oci.engine import detach, ffi
 from wasm_oci.engine.cache import CompileCache
 from wasm_oci.engine.deadlines import Deadline, Deadlines
 from wasm_oci.engine.program import Loader, Program, unsatisfied_import
@@ -85,6 +85,10 @@ class Execution:
         self.entered = 0.0
         """`time.perf_counter()` just before the guest's entry was called (0.0 until then)."""
         self._stop: Stop | None = None
+        self._store: wasmtime.Store | None = None
+        """Owns everything the guest holds (its memory, its WASI context's open files): closed
+        the moment the run ends, never left to the garbage collector (a trap's traceback
+        keeps the store reachable, and with it the stdio FIFOs a client waits to see closed)."""
         self._step: Callable[[], int] | wasmtime.WasmtimeError | wasmtime.Trap | None = None
         self._prepared = False
         self._token = 0
@@ -125,6 +129,17 @@ class Execution:
         self._done.wait(timeout)
         return self.result
 
+    def release_stdio(self) -> int:
+        """For a guest the host gives up waiting for (blocked in a host call after a kill):
+        point its stdio FIFOs at /dev/null now (see detach.py); how many descriptors moved.
+        Everything else it holds goes when its call returns and the run closes its store."""
+        with self._lock:  # `_close` closes the store under this lock: the fds stay put meanwhile
+            if self._store is None:
+                return 0
+            inputs = [self.spec.stdin] if isinstance(self.spec.stdin, Path) else []
+            outputs = [s for s in (self.spec.stdout, self.spec.stderr) if isinstance(s, Path)]
+            return detach.point_fifos_at_null(inputs, outputs)
+
     def kill(self, signal: int = signals.SIGKILL) -> None:
         """Stop the guest (status 128 + signal); a no-op once it has ended."""
         self._request_stop(Stop("killed", signal))
@@ -142,7 +157,7 @@ class Execution:
     def _instantiate(self) -> Callable[[], int] | wasmtime.WasmtimeError | wasmtime.Trap:
         """The guest's entry, or the trap that ended it while instantiating."""
         try:
-            store = wasmtime.Store(self.engine.wasmtime)
+            store = self._store = wasmtime.Store(self.engine.wasmtime)
             if self.spec.memory_limit is not None:
                 store.set_limits(memory_size=self.spec.memory_limit)
             store.set_wasi(wasi_config(self.spec))
@@ -186,5 +201,9 @@ class Execution:
         ffi.unwatch(self._token)
         if self._deadline is not None:
             self._deadline.cancel()
+        with self._lock:
+            store, self._store = self._store, None
+            if store is not None:
+                store.close()
         self.result = result
         self._done.set()

@@ -17,19 +17,25 @@ from wasm_oci.errors import NotFound
 
 
 def wasi_config(spec: RunSpec) -> wasmtime.WasiConfig:
+    """A config that already holds the stdio files it opened: closed here if a later step
+    fails, so a failed setup leaves no descriptor behind for the garbage collector."""
     config = wasmtime.WasiConfig()
-    config.argv = list(spec.args)
-    config.env = list(spec.env.items())
-    _stream(config, "stdin", spec.stdin)
-    _stream(config, "stdout", spec.stdout)
-    _stream(config, "stderr", spec.stderr)
-    for preopen in spec.preopens:
-        if not preopen.host.is_dir():
-            raise NotFound(f"preopen {preopen.host}: no such directory")
-        try:
-            config.preopen_dir(str(preopen.host), preopen.guest, not preopen.read_only)
-        except wasmtime.WasmtimeError:
-            raise NotFound(f"preopen {preopen.host}: cannot open") from None
+    try:
+        config.argv = list(spec.args)
+        config.env = list(spec.env.items())
+        _stream(config, "stdin", spec.stdin)
+        _stream(config, "stdout", spec.stdout)
+        _stream(config, "stderr", spec.stderr)
+        for preopen in spec.preopens:
+            if not preopen.host.is_dir():
+                raise NotFound(f"preopen {preopen.host}: no such directory")
+            try:
+                config.preopen_dir(str(preopen.host), preopen.guest, not preopen.read_only)
+            except wasmtime.WasmtimeError:
+                raise NotFound(f"preopen {preopen.host}: cannot open") from None
+    except BaseException:
+        config.close()
+        raise
     return config
 
 

@@ -68,8 +68,12 @@ def _has_reader(path: str) -> bool:
 
 
 def _unread(fd: int) -> int:
+    """Bytes still in the FIFO; 0 once the end was pointed at /dev/null (engine/detach.py)."""
     count = array.array("i", [0])
-    fcntl.ioctl(fd, termios.FIONREAD, count)
+    try:
+        fcntl.ioctl(fd, termios.FIONREAD, count)
+    except OSError:
+        return 0
     return count[0]
 
 

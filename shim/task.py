@@ -15,9 +15,14 @@ and reports the exit. A start function in a core module (rare: WASI programs sta
 
 A kill stops the guest at its next epoch check, within a millisecond while it runs Wasm. A
 guest blocked in a host call (a WASI clock wait, a read) only gets there when the call
-returns: after KILL_GRACE the task is reported dead anyway, as the kill promised, and the
-guest's thread ends by itself when its call returns (holding its memory and open files until
-then).
+returns: after KILL_GRACE the task is reported dead anyway, as the kill promised, its stdio
+FIFOs are let go at once (clients such as CRI wait for their end-of-file), and the guest's
+thread ends by itself when its call returns (holding its memory and preopened directories
+until then).
+
+Everything else a task holds is let go the moment its guest ends, whatever the reason: the
+engine closes the guest's store (its WASI context's files) and the attachment closes the
+shim's own FIFO ends; nothing waits for the garbage collector.
 """
 
 from __future__ import annotations
@@ -178,4 +183,5 @@ class Task:
     def _abandon(self, execution: Execution, killed: RunResult) -> None:
         if self.status == Status.RUNNING and execution.wait(0) is None:
             self.log.warning("the guest is blocked in a host call: reported killed now, it ends when the call returns")
+            execution.release_stdio()
             self.finish(killed)
