@@ -15,6 +15,7 @@ MESSAGE_MODULES = [
     "wasm_oci.proto.events_pb2",
     "wasm_oci.proto.events_ttrpc_pb2",
     "wasm_oci.proto.ttrpc_pb2",
+    "wasm_oci.proto.cri_pb2",
     "wasm_oci.proto.containers_pb2",
     "wasm_oci.proto.images_pb2",
     "wasm_oci.proto.content_pb2",

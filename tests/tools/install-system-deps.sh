@@ -3,7 +3,7 @@
 # apt sources or installed packages: Debian packages are downloaded through a private sources list
 # per suite and unpacked with dpkg -x.
 #   sid:      containerd 2.1 + ctr, oras, cosign, crane, docker-registry (CNCF distribution),
-#             containerd's API .proto files
+#             containerd's API .proto files, CRI v1's api.proto, CNI plugins
 #   trixie:   containerd 1.7 + ctr (the 1.x line, task API v2), unpacked into a separate root
 #   bookworm: runc (the baseline for benchmarks)
 # Idempotent: a package already unpacked (stamp file) is skipped. Prints the bin dir.
@@ -39,6 +39,8 @@ fetch sid "$prefix/root" containerd oras cosign crane docker-registry golang-git
 fetch trixie "$prefix/containerd-1.7" containerd
 fetch bookworm "$prefix/root" runc busybox-static
 fetch sid "$prefix/root" golang-github-containerd-ttrpc-dev  # ttrpc's request.proto, for tests/test_proto_drift.py
+fetch sid "$prefix/root" golang-k8s-cri-api-dev  # CRI v1 api.proto, for tests/test_proto_drift.py
+fetch sid "$prefix/root" containernetworking-plugins  # CNI bridge, host-local, loopback, portmap (usr/lib/cni)
 
 mkdir -p "$prefix/bin"
 for tool in containerd ctr oras cosign crane docker-registry containerd-shim-runc-v2; do
