@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from wasm_oci.shim.image import Containerd
 from wasm_oci.shim.lifetime import Lifetime
 from wasm_oci.shim.logs import BundleLogs
 from wasm_oci.shim.service import TaskService
+from wasm_oci.shim.threadname import BLOCKING_IO, name_this_thread
 from wasm_oci.shim.transport.events import EventPublisher
 from wasm_oci.shim.transport.rpc import Registry
 from wasm_oci.shim.transport.ttrpc import TtrpcServer
@@ -72,6 +74,7 @@ class Daemon:
 
     async def run(self, ready: Ready) -> None:
         loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(4, initializer=name_this_thread, initargs=(BLOCKING_IO,)))
         root = logging.getLogger("wasm_oci")
         root.addHandler(self.logs)
         root.setLevel(logging.DEBUG if self.flags.debug else logging.INFO)

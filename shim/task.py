@@ -40,6 +40,7 @@ from pathlib import Path
 from wasm_oci.engine import Engine, Execution, Program, RunResult, RunSpec
 from wasm_oci.proto.task_types_pb2 import Status
 from wasm_oci.shim.stdio import Attachment, Stdio
+from wasm_oci.shim.threadname import GUEST, name_this_thread
 from wasm_oci.shim.transport.rpc import RpcError
 
 # Signals whose default action leaves a process running: delivering them changes nothing.
@@ -127,6 +128,7 @@ class Task:
 
     def _guest(self, attachment: Attachment, loop: asyncio.AbstractEventLoop) -> None:
         """The guest's thread: parked until Start (or an end before it), then the run and its exit."""
+        name_this_thread(GUEST)
         self._woken.wait()
         with self._lock:
             execution = self._execution

@@ -24,6 +24,7 @@ from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
 from wasm_oci.errors import WasmOciError
+from wasm_oci.shim.threadname import RPC_HANDLER, name_this_thread
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,8 @@ class Registry:
     def __init__(self, max_sync_workers: int = 32) -> None:
         self._services: dict[str, dict[str, Method]] = {}
         # Threads start on first use only.
-        self._executor = ThreadPoolExecutor(max_sync_workers, thread_name_prefix="rpc-handler")
+        self._executor = ThreadPoolExecutor(max_sync_workers, thread_name_prefix="rpc-handler",
+                                            initializer=name_this_thread, initargs=(RPC_HANDLER,))
 
     def register(self, service: str, methods: Mapping[str, tuple[type[Message], Handler]]) -> None:
         """Serve `methods` under `service` (e.g. "containerd.task.v3.Task")."""

@@ -3,7 +3,8 @@
 containerd runs from a config whose root/state/temp/sockets live in a temp dir, inside a
 private mount namespace (`unshare -m --propagation private`) where a temp dir is bind-mounted
 over `/run/containerd` (shim sockets, runc state and ctr FIFOs have fixed paths there). The
-CRI and NRI plugins are off: tests drive it with `ctr`. Shims are found on containerd's PATH,
+CRI and NRI plugins are off (tests drive it with `ctr`) unless `cri_config` is given
+(tests/services/cri.py): then CRI runs, and /run/netns and /var/lib/cni are private too. Shims are found on containerd's PATH,
 whose first entry is `shim_bin_dir` (put a `containerd-shim-*-v1` there, even after start).
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -56,6 +58,9 @@ class ContainerdServer:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     """Added to containerd's environment, which its shims inherit."""
     log_level: str = "info"
+    cri_config: str = ""
+    """TOML for the CRI plugins (config version 3); when set, CRI runs (NRI stays off) and the
+    host paths CRI and CNI write to (/run/netns, /var/lib/cni) are private dirs too."""
     startup_seconds: float = 0.0
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     mount_ns: str | None = None
@@ -104,10 +109,21 @@ class ContainerdServer:
     def log_path(self) -> Path:
         return self.workdir / "containerd.log"
 
+    def private_dirs(self) -> dict[Path, Path]:
+        """Host path -> the dir bound over it in containerd's mount namespace."""
+        dirs = {HOST_RUN_DIR: self.run_dir}
+        if self.cri_config:
+            dirs |= {Path("/run/netns"): self.workdir / "netns", Path("/var/lib/cni"): self.workdir / "cni-state"}
+        return dirs
+
     def config(self) -> str:
         """containerd 2.1 reads config version 3, 1.7 version 2; the keys used here are alike."""
         legacy = self.release == "1.7"
-        disabled = ", ".join(_toml(p) for p in (DISABLED_PLUGINS_1_7 if legacy else DISABLED_PLUGINS))
+        disabled_plugins = DISABLED_PLUGINS_1_7 if legacy else DISABLED_PLUGINS
+        if self.cri_config:
+            assert not legacy, "the CRI tests run containerd 2.1"
+            disabled_plugins = ("io.containerd.nri.v1.nri",)
+        disabled = ", ".join(_toml(p) for p in disabled_plugins)
         lines = [
             f"version = {2 if legacy else 3}",
             f"root = {_toml(str(self.root))}",
@@ -123,7 +139,7 @@ class ContainerdServer:
         if not legacy:
             lines += ['[plugins."io.containerd.image-verifier.v1.bindir"]',
                       f"bin_dir = {_toml(str(self.workdir / 'image-verifier'))}"]
-        return "\n".join([*lines, ""])
+        return "\n".join([*lines, self.cri_config, ""])
 
     def env(self) -> dict[str, str]:
         """containerd's environment: PATH = shim_bin_dir, extra_path, tools bin dir, PATH."""
@@ -142,16 +158,19 @@ class ContainerdServer:
 
     def start(self, timeout: float = 30.0) -> ContainerdServer:
         exe = find_tool(f"containerd{self.suffix}")
-        for d in (self.root, self.state, self.run_dir, self.fifo_dir, self.shim_bin_dir,
-                  self.workdir / "tmp"):
+        binds = self.private_dirs()
+        for d in (self.root, self.state, self.fifo_dir, self.shim_bin_dir, self.workdir / "tmp", *binds.values()):
             d.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self.config())
-        # The bind target must exist; an empty dir on the host is all this leaves behind.
-        HOST_RUN_DIR.mkdir(parents=True, exist_ok=True)
+        # The bind targets must exist; empty dirs on the host are all this leaves behind.
+        mounts = []
+        for host, private in binds.items():
+            host.mkdir(parents=True, exist_ok=True)
+            mounts.append(f"mount --bind {shlex.quote(str(private))} {shlex.quote(str(host))}")
         argv = [
             "unshare", "--mount", "--propagation", "private", "--",
-            "sh", "-c", 'mount --bind "$0" /run/containerd && exec "$@"',
-            str(self.run_dir), exe, "--config", str(self.config_path),
+            "sh", "-c", " && ".join([*mounts, 'exec "$@"']), "containerd",
+            exe, "--config", str(self.config_path),
         ]
         began = time.monotonic()
         self.proc = spawn(argv, self.log_path, env=self.env(), cwd=self.workdir)

@@ -88,9 +88,9 @@ class ShimHarness:
         self._cli("keygen", "--no-password", "--output-key-prefix", prefix)
         return prefix.with_name(prefix.name + ".key"), prefix.with_name(prefix.name + ".pub")
 
-    def push(self, name: str, wasm: Path | bytes, sign_key: Path | None = None) -> str:
+    def push(self, name: str, wasm: Path | bytes, sign_key: Path | None = None, pull: bool = True) -> str:
         """Push a .wasm as an OCI image with `wasm-oci push` (signed with `sign_key`), pull it
-        into containerd; its ref."""
+        into containerd with `ctr` (unless `pull` is false: CRI pulls its own); its ref."""
         if name in self.images:
             return self.images[name]
         if isinstance(wasm, bytes):
@@ -99,12 +99,16 @@ class ShimHarness:
             wasm = path
         ref = f"{self.registry.host}/shim/{name}:1"
         self._cli("push", wasm, ref, "--plain-http", *(["--sign-key", str(sign_key)] if sign_key else []))
-        self.containerd.ctr("images", "pull", "--plain-http", ref, timeout=120)
+        if pull:
+            self.containerd.ctr("images", "pull", "--plain-http", ref, timeout=120)
         self.images[name] = ref
         return ref
 
-    def push_rootfs_image(self, name: str, wasm: Path, entrypoint: str) -> str:
-        """An ordinary Linux image whose one tar layer holds the wasm at `entrypoint`."""
+    def push_rootfs_image(self, name: str, wasm: Path, entrypoint: str, config: dict[str, object] | None = None,
+                          pull: bool = True) -> str:
+        """An ordinary Linux image whose one tar layer holds the wasm at `entrypoint` (more
+        image `config` keys, e.g. StopSignal, added), pulled into containerd with `ctr` unless
+        `pull` is false."""
         from wasm_oci.oci import reference
         from wasm_oci.oci.descriptor import Descriptor
         from wasm_oci.oci.options import RegistryOptions
@@ -121,13 +125,13 @@ class ShimHarness:
         layer = Descriptor.for_bytes("application/vnd.oci.image.layer.v1.tar+gzip", layer_data)
         config_data = json.dumps({
             "architecture": "amd64", "os": "linux",
-            "config": {"Entrypoint": [entrypoint], "Env": ["PATH=/"]},
+            "config": {"Entrypoint": [entrypoint], "Env": ["PATH=/"], **(config or {})},
             "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         }).encode()
-        config = Descriptor.for_bytes("application/vnd.oci.image.config.v1+json", config_data)
+        config_descriptor = Descriptor.for_bytes("application/vnd.oci.image.config.v1+json", config_data)
         manifest_data = json.dumps({
             "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": config.to_json(), "layers": [layer.to_json()],
+            "config": config_descriptor.to_json(), "layers": [layer.to_json()],
         }).encode()
         manifest = Descriptor.for_bytes("application/vnd.oci.image.manifest.v1+json", manifest_data)
         ref = f"{self.registry.host}/shim/{name}:1"
@@ -135,9 +139,10 @@ class ShimHarness:
         assert isinstance(parsed, reference.RegistryReference)
         target = RemoteRepository(parsed, RegistryOptions(plain_http=True))
         target.push_blob(layer, [layer_data])
-        target.push_blob(config, [config_data])
+        target.push_blob(config_descriptor, [config_data])
         target.push_manifest(manifest, manifest_data, "1")
-        self.containerd.ctr("images", "pull", "--plain-http", ref, timeout=120)
+        if pull:
+            self.containerd.ctr("images", "pull", "--plain-http", ref, timeout=120)
         self.images[name] = ref
         return ref
 

@@ -1,0 +1,266 @@
+"""A Kubernetes node without the kubelet: a private containerd 2.1 with its CRI plugin on, the
+wasm-oci shim as runtime handlers, real CNI plugins, and a CRI v1 client that makes the calls a
+kubelet makes (generated from our proto/cri.proto).
+
+- Runtime handlers: `wasm-oci` (shim group `auto`: a daemon per pod), `wasm-oci-ns` (group
+  `namespace`: a daemon per containerd namespace, here all of CRI's `k8s.io`), and `runc`.
+- The pod sandbox (pause) image is built here (tests/services/images.py, a static busybox that
+  sleeps) and served from the test registry, pinned in CRI's config.
+- Pods that do not ask for the node's network get one from CNI: a bridge of this node's own
+  (`bridge` + `host-local` IPAM in a private subnet, state under the node's dir), deleted when
+  the node stops. /run/netns and /var/lib/cni are private dirs in containerd's mount namespace.
+- Every call has a deadline; `wait_*` helpers poll with one too, and fail with what they saw.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from wasm_oci.proto import cri_pb2 as cri
+from wasm_oci.proto import cri_pb2_grpc
+
+from .containerd import ContainerdServer
+from .images import push_busybox
+from .registry import RegistryServer
+from .shim import ShimHarness
+from .tools import MissingToolError, tools_bin_dir
+
+T = TypeVar("T")
+CALL_TIMEOUT = 60.0
+K8S_NAMESPACE = "k8s.io"
+"""The containerd namespace CRI keeps everything in."""
+HANDLERS = {"wasm-oci": "auto", "wasm-oci-ns": "namespace"}
+"""Runtime handler -> the shim's `group` setting."""
+SUBNET = "10.231.77"
+"""The pod network's /24 (private, on this node's own bridge only)."""
+
+
+def _toml(value: str) -> str:
+    return json.dumps(value)
+
+
+def cni_plugins_dir() -> Path:
+    path = tools_bin_dir().parent / "root" / "usr" / "lib" / "cni"
+    if not (path / "bridge").is_file():
+        raise MissingToolError(f"CNI plugins missing in {path}: run `bash tests/tools/install-system-deps.sh`")
+    return path
+
+
+@dataclass
+class CriNode:
+    containerd: ContainerdServer
+    registry: RegistryServer
+    home: Path
+    bridge: str
+    pause_image: str = ""
+    channel: grpc.Channel | None = field(default=None, repr=False)
+    runtime: cri_pb2_grpc.RuntimeServiceStub = field(init=False, repr=False)
+    images: cri_pb2_grpc.ImageServiceStub = field(init=False, repr=False)
+
+    # -- set-up ---------------------------------------------------------------------------------
+    @property
+    def cni_conf_dir(self) -> Path:
+        return self.containerd.workdir / "cni" / "net.d"
+
+    def shim_config(self, group: str) -> Path:
+        return self.home / f"shim-{group}.toml"
+
+    def cri_config(self) -> str:
+        runtimes = "plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes"
+        lines = [
+            "[plugins.'io.containerd.cri.v1.images']",
+            "[plugins.'io.containerd.cri.v1.images'.pinned_images]", f"sandbox = {_toml(self.pause_image)}",
+            "[plugins.'io.containerd.cri.v1.images'.registry]", f"config_path = {_toml(str(self.registry.hosts_dir))}",
+            "[plugins.'io.containerd.cri.v1.runtime'.containerd]", 'default_runtime_name = "runc"',
+            f"[{runtimes}.runc]", 'runtime_type = "io.containerd.runc.v2"',
+        ]
+        for handler, group in HANDLERS.items():
+            lines += [f"[{runtimes}.{_toml(handler)}]", 'runtime_type = "io.containerd.wasm-oci.v1"',
+                      f"[{runtimes}.{_toml(handler)}.options]", f"ConfigPath = {_toml(str(self.shim_config(group)))}"]
+        lines += [
+            "[plugins.'io.containerd.cri.v1.runtime'.cni]",
+            f"bin_dirs = [{_toml(str(cni_plugins_dir()))}]", f"conf_dir = {_toml(str(self.cni_conf_dir))}",
+            "[plugins.'io.containerd.grpc.v1.cri']", 'stream_server_address = "127.0.0.1"', 'stream_server_port = "0"',
+        ]
+        return "\n".join(lines)
+
+    def write_cni_config(self) -> None:
+        self.cni_conf_dir.mkdir(parents=True, exist_ok=True)
+        conflist = {
+            "cniVersion": "1.0.0", "name": "wasm-oci-test",
+            "plugins": [{
+                "type": "bridge", "bridge": self.bridge, "isGateway": True, "ipMasq": False,
+                "ipam": {"type": "host-local", "ranges": [[{"subnet": f"{SUBNET}.0/24"}]],
+                         "dataDir": str(self.containerd.workdir / "cni-ipam")},
+            }],
+        }
+        (self.cni_conf_dir / "10-wasm-oci-test.conflist").write_text(json.dumps(conflist, indent=1))
+
+    def connect(self, timeout: float = 30.0) -> None:
+        """Connect, and wait until CRI answers (after a containerd start it says UNAVAILABLE
+        while it loads its state; a kubelet retries the same way)."""
+        self.channel = grpc.insecure_channel(f"unix://{self.containerd.address}")
+        self.runtime = cri_pb2_grpc.RuntimeServiceStub(self.channel)
+        self.images = cri_pb2_grpc.ImageServiceStub(self.channel)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.call(self.runtime.Status, cri.StatusRequest(), timeout=5)
+                return
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+
+    # -- calls, as a kubelet makes them -----------------------------------------------------------
+    def call(self, rpc: Callable[..., T], request: Any, timeout: float = CALL_TIMEOUT) -> T:
+        """One CRI call with a deadline (a hung call fails the test instead of stalling it)."""
+        return rpc(request, timeout=timeout)
+
+    def pull(self, image: str) -> str:
+        response = self.call(self.images.PullImage, cri.PullImageRequest(image=cri.ImageSpec(image=image)), timeout=120)
+        return response.image_ref
+
+    def pod_config(self, name: str, network: str = "node") -> cri.PodSandboxConfig:
+        """What a kubelet sends for a pod: metadata with a fresh uid, a log directory, and the
+        node's network (`network="node"`, hostNetwork: true) or a CNI one (`"pod"`)."""
+        uid = uuid.uuid4().hex
+        log_dir = self.home / "pods" / f"default_{name}_{uid}"
+        log_dir.mkdir(parents=True)
+        mode = cri.NamespaceMode.NODE if network == "node" else cri.NamespaceMode.POD
+        return cri.PodSandboxConfig(
+            metadata=cri.PodSandboxMetadata(name=name, uid=uid, namespace="default", attempt=0),
+            hostname=name, log_directory=str(log_dir),
+            labels={"app": name}, annotations={"test": "wasm-oci"},
+            linux=cri.LinuxPodSandboxConfig(security_context=cri.LinuxSandboxSecurityContext(
+                namespace_options=cri.NamespaceOption(network=mode, pid=cri.NamespaceMode.CONTAINER,
+                                                      ipc=cri.NamespaceMode.POD))),
+        )
+
+    def run_pod(self, config: cri.PodSandboxConfig, handler: str = "wasm-oci") -> str:
+        response = self.call(self.runtime.RunPodSandbox, cri.RunPodSandboxRequest(config=config, runtime_handler=handler))
+        return response.pod_sandbox_id
+
+    def create(self, pod_id: str, pod: cri.PodSandboxConfig, name: str, image: str, *, args: Sequence[str] = (),
+               command: Sequence[str] = (), env: dict[str, str] | None = None, mounts: Sequence[cri.Mount] = (),
+               memory: int = 0, attempt: int = 0) -> str:
+        """CreateContainer with the log path a kubelet chooses (`NAME/ATTEMPT.log` in the pod's
+        log directory)."""
+        config = cri.ContainerConfig(
+            metadata=cri.ContainerMetadata(name=name, attempt=attempt), image=cri.ImageSpec(image=image),
+            command=list(command), args=list(args),
+            envs=[cri.KeyValue(key=k, value=v.encode()) for k, v in (env or {}).items()],
+            mounts=list(mounts), log_path=f"{name}/{attempt}.log", labels={"container": name},
+            linux=cri.LinuxContainerConfig(resources=cri.LinuxContainerResources(memory_limit_in_bytes=memory)),
+        )
+        request = cri.CreateContainerRequest(pod_sandbox_id=pod_id, config=config, sandbox_config=pod)
+        return self.call(self.runtime.CreateContainer, request).container_id
+
+    def start(self, container_id: str) -> None:
+        self.call(self.runtime.StartContainer, cri.StartContainerRequest(container_id=container_id))
+
+    def status(self, container_id: str) -> cri.ContainerStatus:
+        response = self.call(self.runtime.ContainerStatus, cri.ContainerStatusRequest(container_id=container_id))
+        return response.status
+
+    def pod_status(self, pod_id: str) -> cri.PodSandboxStatus:
+        response = self.call(self.runtime.PodSandboxStatus, cri.PodSandboxStatusRequest(pod_sandbox_id=pod_id))
+        return response.status
+
+    def wait_state(self, container_id: str, state: int, timeout: float = 15.0) -> cri.ContainerStatus:
+        """Poll ContainerStatus until the container is in `state` (as the kubelet's PLEG would)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status(container_id)
+            if status.state == state:
+                return status
+            if time.monotonic() > deadline:
+                raise AssertionError(f"container {container_id} is {cri.ContainerState.Name(status.state)}, not "
+                                     f"{cri.ContainerState.Name(state)}, after {timeout}s\n{self.log_tail()}")
+            time.sleep(0.05)
+
+    def stop_container(self, container_id: str, grace: int) -> None:
+        self.call(self.runtime.StopContainer, cri.StopContainerRequest(container_id=container_id, timeout=grace),
+                  timeout=grace + 30)
+
+    def remove_container(self, container_id: str) -> None:
+        self.call(self.runtime.RemoveContainer, cri.RemoveContainerRequest(container_id=container_id))
+
+    def stop_pod(self, pod_id: str) -> None:
+        self.call(self.runtime.StopPodSandbox, cri.StopPodSandboxRequest(pod_sandbox_id=pod_id))
+
+    def remove_pod(self, pod_id: str) -> None:
+        self.call(self.runtime.RemovePodSandbox, cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
+
+    def containers(self, pod_id: str = "") -> list[cri.Container]:
+        request = cri.ListContainersRequest(filter=cri.ContainerFilter(pod_sandbox_id=pod_id))
+        return list(self.call(self.runtime.ListContainers, request).containers)
+
+    def log_tail(self, limit: int = 3000) -> str:
+        return "--- containerd log ---\n" + self.containerd.log_path.read_text(errors="replace")[-limit:]
+
+    # -- the node's shim daemons ------------------------------------------------------------------
+    def daemons(self) -> list[int]:
+        return ShimHarness(self.containerd, self.registry, self.home).daemons()
+
+    def remove_everything(self) -> None:
+        """Stop and remove every pod (and so its containers), as a drained node would."""
+        pods = self.call(self.runtime.ListPodSandbox, cri.ListPodSandboxRequest()).items
+        for pod in pods:
+            self.stop_pod(pod.id)
+            self.remove_pod(pod.id)
+
+
+def _delete_link(name: str) -> None:
+    subprocess.run(["ip", "link", "del", name], capture_output=True, timeout=10, check=False)
+
+
+def cri_node(registry: RegistryServer) -> Iterator[CriNode]:
+    """A started node; afterwards every pod is removed, containerd and every shim daemon are
+    stopped, and the bridge is deleted. Its dir is a short mkdtemp (socket paths <= 108 bytes)."""
+    workdir = Path(tempfile.mkdtemp(prefix="wasm-oci-cri-"))
+    home = workdir / "home"
+    home.mkdir()
+    bridge = f"wocri{os.getpid() % 100000}"
+    server = ContainerdServer(workdir=workdir, namespace=K8S_NAMESPACE, extra_env={"WASM_OCI_HOME": str(home / "wasm-oci")})
+    node = CriNode(server, registry, home, bridge)
+    try:
+        node.pause_image = push_busybox(registry.host, "k8s/pause", ["/bin/busybox", "sleep", "2147483647"], tag="3.10")
+        for group in HANDLERS.values():
+            node.shim_config(group).write_text(f'group = "{group}"\nlinger = 2.0\n')
+        server.cri_config = node.cri_config()
+        node.write_cni_config()
+        server.start()
+        subprocess.run([sys.executable, "-m", "wasm_oci.shim.launcher", str(server.shim_bin_dir)],
+                       check=True, capture_output=True, timeout=60)
+        node.connect()
+        yield node
+    finally:
+        try:
+            if node.channel is not None and server.proc is not None and server.proc.poll() is None:
+                node.remove_everything()
+        except grpc.RpcError:
+            pass
+        finally:
+            node.close()
+            server.stop()
+            _delete_link(bridge)
+            shutil.rmtree(workdir, ignore_errors=True)
