@@ -71,7 +71,7 @@ def guest_options(memory: str | None, timeout: float | None) -> Any:
             click.option("-e", "--env", "envs", type=KeyValue(), multiple=True, help="Environment variable for the guest (repeatable); nothing else of the host's environment is visible."),
             click.option("--dir", "dirs", type=DirMapping(), multiple=True, metavar="HOST:GUEST[:ro]",
                          help="Preopen a host directory at GUEST, read-write or with :ro read-only (repeatable); no other file is visible."),
-            click.option("--memory", type=ByteSize(), default=memory, help=f"Linear memory cap, e.g. 64M{limit_note}; growing past it fails.", show_default=memory is not None),
+            click.option("--memory", type=ByteSize(), default=memory, help=f"Cap on all linear memory, e.g. 64M{limit_note}; growing past it stops the guest (137).", show_default=memory is not None),
             click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=timeout, metavar="SECONDS", help=f"Wall-clock seconds before the guest is stopped{limit_note}.", show_default=timeout is not None),
             verify_key_option,
         ]):
@@ -107,7 +107,7 @@ def run_cmd(source: str, args: tuple[str, ...], envs: tuple[tuple[str, str], ...
 
     A wasi:cli component or a WASI preview 1 module runs with this terminal's stdio and only
     what the options grant. A reference is pulled (every blob verified, signatures checked per
-    the trust policy). The exit status is the guest's; 134 = trap, 124 = timeout.
+    the trust policy). The exit status is the guest's; 134 = trap, 124 = timeout, 137 = out of memory.
     """
     engine, src, program = _load(source, verify_keys, kwargs)
     args = args[1:] if args[:1] == ("--",) else args

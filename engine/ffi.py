@@ -6,7 +6,8 @@
 - stdin from bytes: `serve` hands each request body over without a file; a file opened by
   Wasmtime's async reader costs more than the whole rest of a request (measured ~130 us).
 
-Only this module touches `wasmtime._bindings`; the pin `wasmtime>=50,<51` covers it.
+Only this module and memory.py (the host memory creator) touch `wasmtime._bindings`; the pin
+`wasmtime>=50,<51` covers them.
 """
 
 from __future__ import annotations

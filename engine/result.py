@@ -5,7 +5,9 @@ Statuses (documented for `wasm-oci run` and the shim):
            have only ok/err), any code a preview 1 module passes to `proc_exit`;
   trap     134 (128 + SIGABRT, as wasmtime's CLI and an aborting native process);
   timeout  124 (as coreutils `timeout`);
-  killed   128 + the signal number passed to `Execution.kill` (137 for SIGKILL).
+  killed   128 + the signal number passed to `Execution.kill` (137 for SIGKILL);
+  oom      137: the run's memories needed more than its memory limit (memory.py), and it
+           was stopped as the kernel's OOM killer stops a process (SIGKILL).
 A guest may itself exit with one of these numbers; `RunResult.reason` tells them apart.
 """
 
@@ -19,8 +21,9 @@ import wasmtime
 
 TRAP_STATUS = 128 + signal.SIGABRT
 TIMEOUT_STATUS = 124
+OOM_STATUS = 128 + signal.SIGKILL
 
-Reason = Literal["exit", "trap", "timeout", "killed"]
+Reason = Literal["exit", "trap", "timeout", "killed", "oom"]
 
 
 @dataclass(frozen=True)
@@ -34,14 +37,18 @@ class RunResult:
 
 @dataclass(frozen=True)
 class Stop:
-    """Why the host stopped a guest: the timeout or a kill (with its signal)."""
+    """Why the host stopped a guest: the timeout, a kill (with its signal), or its memory limit."""
 
-    reason: Literal["timeout", "killed"]
+    reason: Literal["timeout", "killed", "oom"]
     signal: int = signal.SIGKILL
+    limit: int | None = None
+    """The memory limit an "oom" stop enforced."""
 
     def result(self, elapsed: float) -> RunResult:
         if self.reason == "timeout":
             return RunResult(TIMEOUT_STATUS, "timeout", f"timed out after {elapsed:.3f}s", elapsed)
+        if self.reason == "oom":
+            return RunResult(OOM_STATUS, "oom", f"out of memory: its memory limit is {self.limit} bytes", elapsed)
         name = next((known.name for known in signal.Signals if known == self.signal), f"signal {self.signal}")
         return RunResult(128 + self.signal, "killed", f"killed by {name}", elapsed)
 

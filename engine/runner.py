@@ -19,24 +19,25 @@ from pathlib import Path
 
 import wasmtime
 
-from wasm_oci.engine import detach, ffi
+from wasm_oci.engine import detach, ffi, memory
 from wasm_oci.engine.cache import CompileCache
 from wasm_oci.engine.deadlines import Deadline, Deadlines
 from wasm_oci.engine.program import Loader, Program, unsatisfied_import
-from wasm_oci.engine.result import RunResult, Stop, trapped
+from wasm_oci.engine.result import OOM_STATUS, RunResult, Stop, trapped
 from wasm_oci.engine.spec import RunSpec
 from wasm_oci.engine.wasi import wasi_config
 from wasm_oci.oci import digest as digests
 
-SETTINGS = {"epoch_interruption": True}
-"""Every Config setting the engine changes; part of the precompile cache key."""
+SETTINGS = {"epoch_interruption": True, "memory_init_cow": False}
+"""Every Config setting the engine changes (memory.py sets the last, with its memory creator);
+part of the precompile cache key."""
 
 
 class Engine:
     def __init__(self, cache_dir: Path | None = None, programs_in_memory: int = 32) -> None:
         config = wasmtime.Config()
-        for setting, value in SETTINGS.items():
-            setattr(config, setting, value)
+        config.epoch_interruption = True
+        memory.install(config)
         self.wasmtime = wasmtime.Engine(config)
         self.loader = Loader(self.wasmtime, json.dumps(SETTINGS, sort_keys=True), CompileCache(cache_dir))
         self.deadlines = Deadlines()
@@ -85,6 +86,8 @@ class Execution:
         self.entered = 0.0
         """`time.perf_counter()` just before the guest's entry was called (0.0 until then)."""
         self._stop: Stop | None = None
+        self.memory = memory.Account(spec.memory_limit, self._out_of_memory)
+        """What the run's linear memories hold, against its memory limit (all memories together)."""
         self._store: wasmtime.Store | None = None
         """Owns everything the guest holds (its memory, its WASI context's open files): closed
         the moment the run ends, never left to the garbage collector (a trap's traceback
@@ -151,6 +154,10 @@ class Execution:
             self._stop = stop
         self.engine.wasmtime.increment_epoch()
 
+    def _out_of_memory(self) -> None:
+        """A growth past the memory limit (on the guest's thread): stopped as the OOM killer would."""
+        self._request_stop(Stop("oom", limit=self.spec.memory_limit))
+
     def _should_stop(self) -> bool:
         return self._stop is not None
 
@@ -158,11 +165,10 @@ class Execution:
         """The guest's entry, or the trap that ended it while instantiating."""
         try:
             store = self._store = wasmtime.Store(self.engine.wasmtime)
-            if self.spec.memory_limit is not None:
-                store.set_limits(memory_size=self.spec.memory_limit)
             store.set_wasi(wasi_config(self.spec))
             self._token = ffi.watch_epochs(store, self._should_stop)
-            return self.program.entry.instantiate(store)
+            with memory.charging(self.memory):
+                return self.program.entry.instantiate(store)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             missing = unsatisfied_import(exc, self.program.name)
             if missing is None:
@@ -193,6 +199,8 @@ class Execution:
             elapsed = time.monotonic() - began
             result = trapped(exc, elapsed) if self._stop is None else self._stop.result(elapsed)
         finally:
+            if self._stop is not None and self._stop.reason == "oom" and result is not None and result.status != OOM_STATUS:
+                result = self._stop.result(result.elapsed)  # ended by itself after a refused growth: still OOM
             self._close(result)
         assert result is not None  # each path above set it, or raised
         return result

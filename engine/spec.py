@@ -31,8 +31,9 @@ class RunSpec:
 
     args: the full argv, argv[0] included. stdin: a file or FIFO path, the bytes themselves,
     INHERIT, or None (empty). stdout/stderr: a file or FIFO path (created or truncated),
-    INHERIT, or None (discarded). memory_limit: bytes each linear memory may grow to; a
-    `memory.grow` past it fails, and a guest that cannot cope traps. timeout: wall-clock
+    INHERIT, or None (discarded). memory_limit: bytes all the run's linear memories may
+    hold together; a growth past it stops the guest with status 137 (reason "oom"), as the
+    kernel's OOM killer stops a process over its cgroup's limit. timeout: wall-clock
     seconds from the start of the run until the guest is stopped.
     """
 

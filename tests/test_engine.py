@@ -13,6 +13,7 @@ import pytest
 import wasmtime
 
 from wasm_oci.engine import TIMEOUT_STATUS, TRAP_STATUS, Engine, Preopen, RunResult, RunSpec
+from wasm_oci.engine.result import OOM_STATUS
 from wasm_oci.errors import InvalidWasm, NoEntryPoint, NotFound, UnsatisfiedImport
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -136,21 +137,49 @@ def test_a_trap_has_its_own_status_and_names_the_trap(engine: Engine, tmp_path: 
 
 # -- limits ------------------------------------------------------------------------------------
 
-def test_memory_cap_traps_the_guest_and_leaves_the_host_working(engine: Engine, tmp_path: Path) -> None:
+def test_memory_limit_stops_the_guest_as_out_of_memory_and_leaves_the_host_working(engine: Engine, tmp_path: Path) -> None:
     capped, _ = run(engine, GROW, tmp_path / "a", memory_limit=8 << 20)
-    assert (capped.status, capped.reason) == (TRAP_STATUS, "trap")
-    assert "unreachable" in (capped.message or "")
+    assert (capped.status, capped.reason) == (OOM_STATUS, "oom")
+    assert capped.message == f"out of memory: its memory limit is {8 << 20} bytes"
     roomy, _ = run(engine, GROW, tmp_path / "b", memory_limit=32 << 20)
     assert (roomy.status, roomy.reason) == (0, "exit")
     after, out = run(engine, HELLO, tmp_path / "c")
     assert after.status == 0 and out.startswith("Hello")
 
 
+def test_a_guest_that_copes_with_a_refused_growth_is_still_out_of_memory(engine: Engine, tmp_path: Path) -> None:
+    """As under the kernel's OOM killer: a growth past the limit ends the guest, whatever it does next."""
+    copes = wasmtime.wat2wasm('(module (memory 1) (func (export "_start") (drop (memory.grow (i32.const 1000)))))')
+    result, _ = run(engine, copes, tmp_path / "out", memory_limit=1 << 20)
+    assert (result.status, result.reason) == (OOM_STATUS, "oom")
+
+
+def test_the_limit_covers_all_memories_of_a_run_together(engine: Engine, tmp_path: Path) -> None:
+    """Two memories of 3 MiB each fit a 4 MiB cap one by one, not together."""
+    two = wasmtime.wat2wasm("""(module (memory $a 1) (memory $b 1)
+      (func (export "_start") (drop (memory.grow $a (i32.const 47))) (drop (memory.grow $b (i32.const 47)))))""")
+    assert run(engine, two, tmp_path / "a", memory_limit=4 << 20)[0].reason == "oom"
+    assert run(engine, two, tmp_path / "b", memory_limit=7 << 20)[0].reason == "exit"
+
+
+def test_what_a_run_holds_is_counted_until_it_ends(engine: Engine) -> None:
+    """A guest holding 40 MiB (then spinning) shows 40 MiB used from another thread; nothing after."""
+    hold = wasmtime.wat2wasm('(module (memory 1) (func (export "_start") (drop (memory.grow (i32.const 640))) (loop $l (br $l))))')
+    execution = engine.execution(engine.load(hold, name="hold.wasm"), RunSpec())
+    execution.start()
+    deadline = time.monotonic() + 5
+    while execution.memory.used < (41 << 20) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert execution.memory.used == 641 * 65536
+    execution.kill()
+    assert execution.wait(5) is not None
+    assert (execution.memory.used, execution.memory.peak) == (0, 641 * 65536)
+
+
 def test_memory_cap_below_the_initial_memory_fails_instantiation(engine: Engine, tmp_path: Path) -> None:
     big = wasmtime.wat2wasm('(module (memory 300) (func (export "_start")))')  # 300 pages = 18.75 MiB
     result, _ = run(engine, big, tmp_path / "out", memory_limit=1 << 20)
-    assert (result.status, result.reason) == (TRAP_STATUS, "trap")
-    assert "exceeds memory limits" in (result.message or "")
+    assert (result.status, result.reason) == (OOM_STATUS, "oom")
 
 
 def test_timeout_stops_a_spinning_guest(engine: Engine, tmp_path: Path) -> None:

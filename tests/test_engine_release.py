@@ -15,7 +15,7 @@ import pytest
 import wasmtime
 
 from services.shim import sleeper
-from wasm_oci.engine import Engine, Preopen, RunSpec
+from wasm_oci.engine import Engine, Preopen, RunSpec, memory
 from wasm_oci.errors import NotFound
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -79,8 +79,8 @@ def spec(tmp_path: Path, **extra: object) -> RunSpec:
     (HELLO, {}, 0),
     (HELLO, {"env": {"EXIT_CODE": "3"}}, 1),
     (TRAP, {}, 134),
-    (GROW, {"memory_limit": 4 << 20}, 134),
-    (TOO_BIG, {"memory_limit": 1 << 20}, 134),
+    (GROW, {"memory_limit": 4 << 20}, 137),
+    (TOO_BIG, {"memory_limit": 1 << 20}, 137),
     (SPIN, {"timeout": 0.05}, 124),
 ], ids=["exit-0", "exit-1", "trap", "memory-limit", "failed-instantiation", "timeout"])
 def test_every_ending_closes_what_the_run_held(engine: Engine, tmp_path: Path, no_gc: None,
@@ -91,6 +91,7 @@ def test_every_ending_closes_what_the_run_held(engine: Engine, tmp_path: Path, n
     assert open_under(tmp_path), "the prepared run holds its stdio and preopen"
     assert execution.run().status == status
     assert released(tmp_path)
+    assert memory.live_memories() == 0, "every linear memory was unmapped with its store"
 
 
 def test_a_kill_and_a_discard_close_what_the_run_held(engine: Engine, tmp_path: Path, no_gc: None) -> None:
