@@ -83,7 +83,8 @@ class Daemon:
         containerd = Containerd(self.flags.address or os.environ.get("GRPC_ADDRESS", ""))
         guests = Guests(engine, containerd, TrustGate(self.config.policy, self.config.plain_http))
         publisher = EventPublisher(os.environ.get("TTRPC_ADDRESS", f"{self.flags.address}.ttrpc"))
-        self.service = TaskService(self.flags.namespace, engine, guests, self.lifetime, publisher, self.logs, loop)
+        self.service = TaskService(self.flags.namespace, engine, guests, self.lifetime, publisher, self.logs, loop,
+                                   pod_daemon=self.config.group in ("auto", "pod"))
         registry = Registry()
         for module in (task_pb2, task_v2_pb2):
             registry.register_service(module.DESCRIPTOR.services_by_name["Task"], self.service)

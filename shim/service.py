@@ -29,6 +29,7 @@ from wasm_oci.proto import events_pb2
 from wasm_oci.proto import task_pb2 as api
 from wasm_oci.proto.task_types_pb2 import ProcessInfo, Status
 from wasm_oci.shim import bundle, rootfs as mounts, stats
+from wasm_oci.shim.cgroups import ContainerCgroup, PodPlacement
 from wasm_oci.shim.guest import Guests
 from wasm_oci.shim.lifetime import Lifetime
 from wasm_oci.shim.logs import TASK, BundleLogs
@@ -59,8 +60,11 @@ def _stdio_path(uri: str, name: str) -> str:
 
 class TaskService:
     def __init__(self, namespace: str, engine: Engine, guests: Guests, lifetime: Lifetime, publisher: EventPublisher,
-                 logs: BundleLogs, loop: asyncio.AbstractEventLoop) -> None:
+                 logs: BundleLogs, loop: asyncio.AbstractEventLoop, pod_daemon: bool = False) -> None:
         self.namespace = namespace
+        self.pod_daemon = pod_daemon
+        """Group auto/pod: a pod sandbox's daemon is that pod's alone, and moves into its cgroup."""
+        self._placement: PodPlacement | None = None
         """The daemon's own (every group lives in one namespace), for requests that name none:
         containerd 1.7 sends no namespace metadata to shims."""
         self.engine, self.guests, self.lifetime, self.publisher = engine, guests, lifetime, publisher
@@ -86,6 +90,8 @@ class TaskService:
         self.loop.call_soon_threadsafe(self.publisher.publish, namespace, event)
 
     def _exited(self, task: Task) -> None:
+        if task.exit_reason == "oom":  # CRI then reports reason OOMKilled
+            self._publish(task.namespace, events_pb2.TaskOOM(container_id=task.id))
         self._publish(task.namespace, events_pb2.TaskExit(
             container_id=task.id, id=task.id, pid=task.pid, exit_status=task.exit_status,
             exited_at=_timestamp(task.exited_at_ns)))
@@ -130,11 +136,15 @@ class TaskService:
         if request.rootfs:
             mounts.mount_all(request.rootfs, str(root))
             mounted = root
+        cgroup = None
         try:
             program = None
             if spec.is_sandbox:
+                if self.pod_daemon and self._placement is None:
+                    self._placement = PodPlacement.for_sandbox(spec.cgroups_path)
                 task_log.info("created a pod sandbox (no guest)")
             else:
+                cgroup = ContainerCgroup.for_spec(spec.cgroups_path, spec.cpu)
                 guest = self.guests.load(namespace, request.id, spec, root)
                 program = guest.program
                 task_log.info("created from %s", guest.describe())
@@ -149,12 +159,14 @@ class TaskService:
                 preopens=(*root_preopen, *spec.binds),
                 memory_limit=spec.memory_limit,
             )
-            task = Task(namespace, request.id, request.bundle, stdio, program, run_spec, mounted, self._exited, task_log)
+            task = Task(namespace, request.id, request.bundle, stdio, program, run_spec, mounted, self._exited, task_log, cgroup)
             task.prepare(self.engine, self.loop)
             return task
         except BaseException:
             if mounted is not None:
                 mounts.unmount(str(mounted))
+            if cgroup is not None:
+                cgroup.remove()
             raise
 
     async def Start(self, request: api.StartRequest, context: Context) -> api.StartResponse:
@@ -182,9 +194,18 @@ class TaskService:
             container_id=task.id, pid=task.pid, exit_status=task.exit_status, exited_at=_timestamp(task.exited_at_ns)))
         return api.DeleteResponse(pid=task.pid, exit_status=task.exit_status, exited_at=_timestamp(task.exited_at_ns))
 
-    async def _remove(self, task: Task) -> None:
+    def _release(self, task: Task) -> None:
+        """What a deleted task holds outside the engine (blocks: umount, cgroup removal)."""
         if task.rootfs is not None:
-            await self.loop.run_in_executor(None, mounts.unmount, str(task.rootfs))
+            mounts.unmount(str(task.rootfs))
+        if task.cgroup is not None:
+            task.cgroup.remove()
+        if task.program is None and self._placement is not None:
+            self._placement.leave()  # the pod's sandbox is gone: so is the daemon's place in it
+            self._placement = None
+
+    async def _remove(self, task: Task) -> None:
+        await self.loop.run_in_executor(None, self._release, task)
         with self._guard:
             self.tasks.pop(task.key, None)
         task.log.info("deleted (exit status %d)", task.exit_status)
@@ -227,7 +248,9 @@ class TaskService:
 
     async def Stats(self, request: api.StatsRequest, context: Context) -> api.StatsResponse:
         task = self._get(context, request.id)
-        return api.StatsResponse(stats=stats.metrics(task.status == Status.RUNNING, task.cpu_ns(), task.run_spec.memory_limit))
+        used, peak = task.memory_bytes()
+        return api.StatsResponse(stats=stats.metrics(task.status == Status.RUNNING, task.cpu_ns(), used, peak,
+                                                     task.run_spec.memory_limit))
 
     async def CloseIO(self, request: api.CloseIORequest, context: Context) -> Empty:
         """The guest's stdin is Wasmtime's own; the shim holds no end of it to close."""
@@ -235,8 +258,9 @@ class TaskService:
         return Empty()
 
     def Update(self, request: api.UpdateTaskRequest, context: Context) -> Empty:
-        """Resources (an OCI LinuxResources, JSON in the Any): only the memory limit applies,
-        and only before Start (the guest is instantiated again); annotations need nothing."""
+        """Resources (an OCI LinuxResources, JSON in the Any): the memory limit (before Start
+        the guest is instantiated again under it) and the CPU limits of its cgroup; annotations
+        need nothing."""
         task = self._get(context, request.id)
         if not request.HasField("resources"):
             return Empty()
@@ -244,9 +268,12 @@ class TaskService:
             resources = json.loads(request.resources.value or b"{}")
         except ValueError:
             raise RpcError("INVALID_ARGUMENT", f"resources of type {request.resources.type_url} are not JSON LinuxResources") from None
-        limit = bundle.memory_limit(resources if isinstance(resources, dict) else {})
+        resources = resources if isinstance(resources, dict) else {}
+        limit = bundle.memory_limit(resources)
         if limit != task.run_spec.memory_limit:
             task.limit_memory(limit)
+        if task.cgroup is not None:
+            task.cgroup.update(bundle.cpu_limits(resources))
         return Empty()
 
     async def ResizePty(self, request: api.ResizePtyRequest, context: Context) -> Empty:

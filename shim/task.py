@@ -39,6 +39,7 @@ from pathlib import Path
 
 from wasm_oci.engine import Engine, Execution, Program, RunResult, RunSpec
 from wasm_oci.proto.task_types_pb2 import Status
+from wasm_oci.shim.cgroups import ContainerCgroup
 from wasm_oci.shim.stdio import Attachment, Stdio
 from wasm_oci.shim.threadname import GUEST, name_this_thread
 from wasm_oci.shim.transport.rpc import RpcError
@@ -61,14 +62,19 @@ class Task:
         rootfs: Path | None,
         on_exit: Callable[[Task], None],
         log: logging.LoggerAdapter[logging.Logger],
+        cgroup: ContainerCgroup | None = None,
     ) -> None:
         self.namespace, self.id, self.bundle, self.stdio = namespace, task_id, bundle, stdio
         self.program, self.run_spec = program, run_spec
         self.rootfs = rootfs
         """The mount point to unmount at delete (None when nothing was mounted)."""
         self.pid = os.getpid()
+        self.cgroup = cgroup
+        """The container's CPU cgroups, which the guest's thread joins (None: none to join)."""
         self.status = Status.CREATED
         self.exit_status = 0
+        self.exit_reason = ""
+        """How the guest ended (engine/result.py reasons: "exit", "trap", "oom", ...)."""
         self.exited_at_ns = 0
         self.exited = asyncio.Event()
         self.log = log
@@ -96,7 +102,16 @@ class Task:
             attachment.close()
             raise
         self._attachment, self._execution = attachment, execution
-        threading.Thread(target=self._guest, args=(attachment, loop), name=f"task {self.id}", daemon=True).start()
+        thread = threading.Thread(target=self._guest, args=(attachment, loop), name=f"task {self.id}", daemon=True)
+        thread.start()
+        if self.cgroup is not None:
+            try:
+                self.cgroup.join(thread.native_id)
+            except BaseException:
+                with self._lock:
+                    self.status = Status.STOPPED  # Create fails: the parked thread lets go and ends
+                self._woken.set()
+                raise
 
     @staticmethod
     def _instantiated(engine: Engine, attachment: Attachment, program: Program, spec: RunSpec) -> Execution:
@@ -106,10 +121,15 @@ class Task:
         return execution
 
     def limit_memory(self, limit: int | None) -> None:
-        """A new memory limit before Start: the guest is instantiated again under it (blocks)."""
+        """A new memory limit: before Start the guest is instantiated again under it (blocks);
+        after, it applies to the next growth (a guest already past it is not stopped)."""
         with self._lock:
+            if self.status == Status.RUNNING and self._execution is not None:
+                self._execution.memory.limit = limit
+                self.run_spec = replace(self.run_spec, memory_limit=limit)
+                return
             if self.status != Status.CREATED:
-                raise RpcError("FAILED_PRECONDITION", f"task {self.id}: the memory limit of a started guest cannot change")
+                raise RpcError("FAILED_PRECONDITION", f"task {self.id} has ended: its memory limit cannot change")
             run_spec = replace(self.run_spec, memory_limit=limit)
             current = self._execution
             if current is not None and self._attachment is not None:
@@ -145,6 +165,11 @@ class Task:
         attachment.drain()
         loop.call_soon_threadsafe(self.finish, result)
 
+    def memory_bytes(self) -> tuple[int, int]:
+        """(held now, the most held) by the guest's linear memories; (0, 0) without a guest."""
+        execution = self._execution
+        return (execution.memory.used, execution.memory.peak) if execution is not None else (0, 0)
+
     def cpu_ns(self) -> int:
         """CPU time the guest's thread has used so far."""
         with self._lock:
@@ -157,7 +182,7 @@ class Task:
             if self.status == Status.STOPPED:
                 return
             self.status = Status.STOPPED
-            self.exit_status = result.status
+            self.exit_status, self.exit_reason = result.status, result.reason
             self.exited_at_ns = time.time_ns()
         self._woken.set()  # a guest that never started lets go of its thread
         if result.message:

@@ -153,7 +153,7 @@ def test_memory_limit_stops_a_hog_without_harming_others(shim: ShimHarness, spin
     try:
         shim.wait_status("spin-bystander", "RUNNING")
         hog = shim.push("hog", MEMORY_HOG)
-        assert shim.ctr_run(hog, "hog-1", flags=["--memory-limit", str(8 << 20)]).returncode == 134
+        assert shim.ctr_run(hog, "hog-1", flags=["--memory-limit", str(8 << 20)]).returncode == 137
         assert shim.task_status("spin-bystander") == "RUNNING"
         assert shim.ctr_run(shim.images["hello"] if "hello" in shim.images else shim.push("hello", HELLO), "after-hog").returncode == 0
     finally:
