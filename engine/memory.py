@@ -6,8 +6,8 @@ Why not Wasmtime's store limits: they cap each memory on its own, refuse a growt
 - a run's memory limit covers all its memories together;
 - a growth past it is refused *and* seen: the account calls its `on_exhausted`, which the
   runner turns into an out-of-memory stop (status 137, as the kernel's OOM killer gives);
-- what a run holds is known from any thread at any time (`Account.used`, `peak`): the shim
-  reports it as the container's memory usage.
+- what a run holds is known from any thread at any time (`Account.used`, `peak`, and
+  `resident()`, the pages it touched): the shim reports them as the container's memory usage.
 
 Each memory is one anonymous mapping of Wasmtime's reservation plus its guard region, all
 inaccessible but the committed bytes; growth makes more of it accessible in place (memories
@@ -177,6 +177,24 @@ def install(config: wasmtime.Config) -> None:
     """Make every linear memory of engines built from `config` one of ours."""
     capi.wasmtime_config_memory_init_cow_set(config.ptr(), False)
     capi.wasmtime_config_host_memory_creator_set(config.ptr(), ctypes.byref(_CREATOR))
+
+
+_libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+_PAGE = 4096
+_LOW_BIT = bytes(byte & 1 for byte in range(256))
+
+
+def resident(account: Account) -> int:
+    """Bytes of the account's memories that are in RAM now (mincore): what the guest has
+    touched, the figure a kernel's working set counts; `used` is what it may touch."""
+    with _lock:
+        spans = [(m.base, m.size) for m in _memories.values() if m.account is account and m.size]
+    total = 0
+    for base, size in spans:
+        pages = ctypes.create_string_buffer(size // _PAGE)
+        if _libc.mincore(base, size, pages) == 0:
+            total += pages.raw.translate(_LOW_BIT).count(1) * _PAGE
+    return total
 
 
 def live_memories() -> int:

@@ -21,6 +21,7 @@ from wasm_oci.shim.cgroups import CpuLimits
 from wasm_oci.shim.transport.rpc import RpcError
 
 CONTAINER_TYPE = "io.kubernetes.cri.container-type"
+SANDBOX_ID = "io.kubernetes.cri.sandbox-id"
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,11 @@ class TaskSpec:
     def is_sandbox(self) -> bool:
         """A Kubernetes pod sandbox (the pause container): it runs no guest, it only holds the pod."""
         return self.annotations.get(CONTAINER_TYPE) == "sandbox"
+
+    @property
+    def sandbox_id(self) -> str:
+        """The pod this container belongs to under CRI ("" outside Kubernetes)."""
+        return self.annotations.get(SANDBOX_ID, "")
 
 
 def _is_bind(mount: dict[str, Any]) -> bool:

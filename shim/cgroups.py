@@ -208,6 +208,22 @@ class ContainerCgroup:
             self._dirs = {}
 
 
+def _number(path: Path) -> int:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _keyed(path: Path) -> dict[str, int]:
+    """A "key value" per line cgroup file (cpu.stat, memory.stat)."""
+    try:
+        pairs = (line.split() for line in path.read_text().splitlines())
+        return {words[0]: int(words[1]) for words in pairs if len(words) == 2 and words[1].isdigit()}
+    except OSError:
+        return {}
+
+
 def _own_path(controller: str) -> str:
     """This process's cgroup in a v1 hierarchy (or the unified one, for "")."""
     for line in Path("/proc/self/cgroup").read_text().splitlines():
@@ -244,6 +260,23 @@ class PodPlacement:
     @classmethod
     def for_sandbox(cls, cgroups_path: str) -> PodPlacement | None:
         return cls(cgroups_path) if VERSION and cgroups_path else None
+
+    def usage(self) -> tuple[int, int]:
+        """(CPU ns, memory bytes less inactive file pages) the kernel counts for the whole pod
+        (the sandbox's parent: its containers' cgroups and the daemon)."""
+        pod = {target.parent for target, _ in self._moves}
+        cpu = memory = 0
+        for directory in pod:
+            if VERSION == 2:
+                stat = _keyed(directory / "cpu.stat")
+                cpu = stat.get("usage_usec", 0) * 1000
+                memory = _number(directory / "memory.current") - _keyed(directory / "memory.stat").get("inactive_file", 0)
+            elif (directory / "cpuacct.usage").exists():
+                cpu = _number(directory / "cpuacct.usage")
+            elif (directory / "memory.usage_in_bytes").exists():
+                stat = _keyed(directory / "memory.stat")
+                memory = _number(directory / "memory.usage_in_bytes") - stat.get("total_inactive_file", 0)
+        return cpu, max(memory, 0)
 
     def leave(self) -> None:
         """Move back to where the daemon came from and remove the sandbox cgroups created."""

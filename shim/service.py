@@ -19,6 +19,7 @@ import signal as signals
 import threading
 from pathlib import Path
 
+from google.protobuf.any_pb2 import Any
 from google.protobuf.empty_pb2 import Empty
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -159,7 +160,8 @@ class TaskService:
                 preopens=(*root_preopen, *spec.binds),
                 memory_limit=spec.memory_limit,
             )
-            task = Task(namespace, request.id, request.bundle, stdio, program, run_spec, mounted, self._exited, task_log, cgroup)
+            task = Task(namespace, request.id, request.bundle, stdio, program, run_spec, mounted, self._exited, task_log, cgroup,
+                        spec.sandbox_id)
             task.prepare(self.engine, self.loop)
             return task
         except BaseException:
@@ -248,9 +250,25 @@ class TaskService:
 
     async def Stats(self, request: api.StatsRequest, context: Context) -> api.StatsResponse:
         task = self._get(context, request.id)
+        if task.program is None:
+            return api.StatsResponse(stats=self._pod_stats(task))
         used, peak = task.memory_bytes()
         return api.StatsResponse(stats=stats.metrics(task.status == Status.RUNNING, task.cpu_ns(), used, peak,
                                                      task.run_spec.memory_limit))
+
+    def _pod_stats(self, sandbox: Task) -> Any:
+        """A pod sandbox's figures are its pod's (CRI's PodSandboxStats): the kernel's count of
+        the pod's cgroup when this daemon is the pod's own and sits in it, else the sum of the
+        pod's guests in this daemon."""
+        running = sandbox.status == Status.RUNNING
+        if self._placement is not None and sandbox.id == sandbox.sandbox_id:
+            cpu, memory = self._placement.usage()
+            return stats.metrics(running, cpu, memory, memory, None)
+        with self._guard:
+            members = [task for task in self.tasks.values() if task.sandbox_id == sandbox.id and task is not sandbox]
+        held = [task.memory_bytes() for task in members]
+        return stats.metrics(running, sum(task.cpu_ns() for task in members), sum(used for used, _ in held),
+                             sum(peak for _, peak in held), None)
 
     async def CloseIO(self, request: api.CloseIORequest, context: Context) -> Empty:
         """The guest's stdin is Wasmtime's own; the shim holds no end of it to close."""

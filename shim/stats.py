@@ -4,8 +4,9 @@ wire.py rather than a vendored cgroups .proto for a few fields.
 
 What is known of an in-process guest: whether it runs (pids.current), the CPU time of the
 thread it runs on (cpu.usage_usec: the kernel's per-thread clock, what its cgroup counts too),
-and what its linear memories hold now and at most (memory.usage and anon, max_usage; engine/memory.py
-allocates them) against its limit (usage_limit). CRI's working set is usage less inactive
+and what its linear memories hold in RAM now (memory.usage and anon: the pages it touched) and
+the most they ever committed (max_usage; engine/memory.py allocates them) against its limit
+(usage_limit). CRI's working set is usage less inactive
 file pages, of which a guest has none.
 """
 

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from wasm_oci.engine import Engine, Execution, Program, RunResult, RunSpec
+from wasm_oci.engine import Engine, Execution, Program, RunResult, RunSpec, memory
 from wasm_oci.proto.task_types_pb2 import Status
 from wasm_oci.shim.cgroups import ContainerCgroup
 from wasm_oci.shim.stdio import Attachment, Stdio
@@ -63,12 +63,15 @@ class Task:
         on_exit: Callable[[Task], None],
         log: logging.LoggerAdapter[logging.Logger],
         cgroup: ContainerCgroup | None = None,
+        sandbox_id: str = "",
     ) -> None:
         self.namespace, self.id, self.bundle, self.stdio = namespace, task_id, bundle, stdio
         self.program, self.run_spec = program, run_spec
         self.rootfs = rootfs
         """The mount point to unmount at delete (None when nothing was mounted)."""
         self.pid = os.getpid()
+        self.sandbox_id = sandbox_id
+        """The CRI pod it belongs to ("" outside Kubernetes); a sandbox's own id for itself."""
         self.cgroup = cgroup
         """The container's CPU cgroups, which the guest's thread joins (None: none to join)."""
         self.status = Status.CREATED
@@ -166,9 +169,10 @@ class Task:
         loop.call_soon_threadsafe(self.finish, result)
 
     def memory_bytes(self) -> tuple[int, int]:
-        """(held now, the most held) by the guest's linear memories; (0, 0) without a guest."""
+        """(in RAM now, the most ever committed) of the guest's linear memories; (0, 0)
+        without a guest."""
         execution = self._execution
-        return (execution.memory.used, execution.memory.peak) if execution is not None else (0, 0)
+        return (memory.resident(execution.memory), execution.memory.peak) if execution is not None else (0, 0)
 
     def cpu_ns(self) -> int:
         """CPU time the guest's thread has used so far."""

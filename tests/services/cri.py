@@ -65,6 +65,9 @@ class CriNode:
     registry: RegistryServer
     home: Path
     bridge: str
+    cgroup_root: str = ""
+    """The cgroupfs path a kubelet would call /kubepods: below this process's own memory
+    cgroup (so the node stays inside the limits it was given), the same path in every hierarchy."""
     pause_image: str = ""
     channel: grpc.Channel | None = field(default=None, repr=False)
     runtime: cri_pb2_grpc.RuntimeServiceStub = field(init=False, repr=False)
@@ -139,20 +142,27 @@ class CriNode:
         response = self.call(self.images.PullImage, cri.PullImageRequest(image=cri.ImageSpec(image=image)), timeout=120)
         return response.image_ref
 
-    def pod_config(self, name: str, network: str = "node") -> cri.PodSandboxConfig:
-        """What a kubelet sends for a pod: metadata with a fresh uid, a log directory, and the
-        node's network (`network="node"`, hostNetwork: true) or a CNI one (`"pod"`)."""
+    def pod_config(self, name: str, network: str = "node", cgroups: bool = False, cpu_shares: int = 0) -> cri.PodSandboxConfig:
+        """What a kubelet sends for a pod: metadata with a fresh uid, a log directory, the
+        node's network (`network="node"`, hostNetwork: true) or a CNI one (`"pod"`), and with
+        `cgroups` a cgroup parent of its own under this node's (cgroupfs driver layout), which
+        gets the pod's `cpu_shares` (a kubelet gives a pod the sum of its containers' requests:
+        without it, pods split the CPU evenly whatever their containers ask)."""
         uid = uuid.uuid4().hex
+        if cgroups:
+            make_pod_cgroups(f"{self.cgroup_root}/pod{uid}", cpu_shares)
         log_dir = self.home / "pods" / f"default_{name}_{uid}"
         log_dir.mkdir(parents=True)
         mode = cri.NamespaceMode.NODE if network == "node" else cri.NamespaceMode.POD
         return cri.PodSandboxConfig(
             metadata=cri.PodSandboxMetadata(name=name, uid=uid, namespace="default", attempt=0),
-            hostname=name, log_directory=str(log_dir),
+            hostname="" if network == "node" else name, log_directory=str(log_dir),  # hostNetwork pods keep the node's
             labels={"app": name}, annotations={"test": "wasm-oci"},
-            linux=cri.LinuxPodSandboxConfig(security_context=cri.LinuxSandboxSecurityContext(
-                namespace_options=cri.NamespaceOption(network=mode, pid=cri.NamespaceMode.CONTAINER,
-                                                      ipc=cri.NamespaceMode.POD))),
+            linux=cri.LinuxPodSandboxConfig(
+                cgroup_parent=f"{self.cgroup_root}/pod{uid}" if cgroups else "",
+                security_context=cri.LinuxSandboxSecurityContext(
+                    namespace_options=cri.NamespaceOption(network=mode, pid=cri.NamespaceMode.CONTAINER,
+                                                          ipc=cri.NamespaceMode.POD))),
         )
 
     def run_pod(self, config: cri.PodSandboxConfig, handler: str = "wasm-oci") -> str:
@@ -161,15 +171,18 @@ class CriNode:
 
     def create(self, pod_id: str, pod: cri.PodSandboxConfig, name: str, image: str, *, args: Sequence[str] = (),
                command: Sequence[str] = (), env: dict[str, str] | None = None, mounts: Sequence[cri.Mount] = (),
-               memory: int = 0, attempt: int = 0) -> str:
+               memory: int = 0, attempt: int = 0, cpu: cri.LinuxContainerResources | None = None) -> str:
         """CreateContainer with the log path a kubelet chooses (`NAME/ATTEMPT.log` in the pod's
-        log directory)."""
+        log directory); `cpu` carries the CPU fields of the container's resources."""
+        resources = cri.LinuxContainerResources(memory_limit_in_bytes=memory)
+        if cpu is not None:
+            resources.MergeFrom(cpu)
         config = cri.ContainerConfig(
             metadata=cri.ContainerMetadata(name=name, attempt=attempt), image=cri.ImageSpec(image=image),
             command=list(command), args=list(args),
             envs=[cri.KeyValue(key=k, value=v.encode()) for k, v in (env or {}).items()],
             mounts=list(mounts), log_path=f"{name}/{attempt}.log", labels={"container": name},
-            linux=cri.LinuxContainerConfig(resources=cri.LinuxContainerResources(memory_limit_in_bytes=memory)),
+            linux=cri.LinuxContainerConfig(resources=resources),
         )
         request = cri.CreateContainerRequest(pod_sandbox_id=pod_id, config=config, sandbox_config=pod)
         return self.call(self.runtime.CreateContainer, request).container_id
@@ -217,6 +230,37 @@ class CriNode:
     def log_tail(self, limit: int = 3000) -> str:
         return "--- containerd log ---\n" + self.containerd.log_path.read_text(errors="replace")[-limit:]
 
+    # -- what the node measures from outside ------------------------------------------------------
+    def cpu_seconds(self) -> dict[int, float]:
+        """CPU time of every process of containerd and its shims (those in its mount namespace)
+        and of their descendants (runc's containers), by pid, from /proc, as a node operator
+        would measure it."""
+        parents: dict[int, int] = {}
+        spent: dict[int, float] = {}
+        inside: set[int] = set()
+        namespace = self.containerd.mount_ns
+        tick = os.sysconf("SC_CLK_TCK")
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if os.readlink(entry / "ns" / "mnt") == namespace:
+                    inside.add(int(entry.name))
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(fields[1])
+            spent[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+
+        def counted(pid: int) -> bool:
+            while pid > 1:
+                if pid in inside:
+                    return True
+                pid = parents.get(pid, 0)
+            return False
+
+        return {pid: seconds for pid, seconds in spent.items() if counted(pid)}
+
     # -- the node's shim daemons ------------------------------------------------------------------
     def daemons(self) -> list[int]:
         return ShimHarness(self.containerd, self.registry, self.home).daemons()
@@ -227,6 +271,44 @@ class CriNode:
         for pod in pods:
             self.stop_pod(pod.id)
             self.remove_pod(pod.id)
+
+
+def _hierarchies() -> list[Path]:
+    return [h for h in Path("/sys/fs/cgroup").iterdir() if h.is_dir() and h.name not in ("unified", "systemd")]
+
+
+def make_pod_cgroups(relative: str, cpu_shares: int) -> None:
+    """What a kubelet does for a pod (cgroupfs driver, v1): its cgroup in every hierarchy
+    (a new cpuset gets its parent's CPUs and memory nodes), with the pod's CPU shares."""
+    for hierarchy in _hierarchies():
+        target = hierarchy / relative.lstrip("/")
+        for directory in reversed([target, *target.parents]):
+            if directory.is_relative_to(hierarchy) and not directory.exists():
+                directory.mkdir()
+                if hierarchy.name == "cpuset":
+                    for key in ("cpuset.cpus", "cpuset.mems"):
+                        (directory / key).write_text((directory.parent / key).read_text())
+        if cpu_shares and (target / "cpu.shares").exists():
+            (target / "cpu.shares").write_text(str(cpu_shares))
+
+
+def own_memory_cgroup() -> str:
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return path.rstrip("/")
+    return ""
+
+
+def remove_cgroup_tree(relative: str) -> None:
+    """rmdir `relative` and everything below it in every cgroup hierarchy, deepest first."""
+    for hierarchy in _hierarchies():
+        top = hierarchy / relative.lstrip("/")
+        if not top.is_dir():
+            continue
+        for directory in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            directory.rmdir()
+        top.rmdir()
 
 
 def _delete_link(name: str) -> None:
@@ -241,7 +323,7 @@ def cri_node(registry: RegistryServer) -> Iterator[CriNode]:
     home.mkdir()
     bridge = f"wocri{os.getpid() % 100000}"
     server = ContainerdServer(workdir=workdir, namespace=K8S_NAMESPACE, extra_env={"WASM_OCI_HOME": str(home / "wasm-oci")})
-    node = CriNode(server, registry, home, bridge)
+    node = CriNode(server, registry, home, bridge, cgroup_root=f"{own_memory_cgroup()}/wasm-oci-test-{os.getpid()}")
     try:
         node.pause_image = push_busybox(registry.host, "k8s/pause", ["/bin/busybox", "sleep", "2147483647"], tag="3.10")
         for group in HANDLERS.values():
@@ -263,4 +345,5 @@ def cri_node(registry: RegistryServer) -> Iterator[CriNode]:
             node.close()
             server.stop()
             _delete_link(bridge)
+            remove_cgroup_tree(node.cgroup_root)
             shutil.rmtree(workdir, ignore_errors=True)
