@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from wasm_oci.proto import task_pb2
-from wasm_oci.shim import bundle, config, group, wire
+from wasm_oci.shim import bundle, cgroups, config, group, wire
 from wasm_oci.shim.flags import UsageError, parse
 from wasm_oci.shim.guest import resolve_in
 from wasm_oci.shim.transport.rpc import RpcError
@@ -114,3 +114,27 @@ def test_the_containerd_examples_are_valid() -> None:
         assert runtime["runtime_type"] == "io.containerd.wasm-oci.v1"
         assert runtime["options"]["ConfigPath"] == "/etc/wasm-oci/shim.toml"
     assert "handler: wasm-oci" in (examples / "runtimeclass.yaml").read_text()
+
+
+@pytest.mark.parametrize(("path", "expanded"), [
+    ("/kubepods/burstable/pod1234/abcd", "/kubepods/burstable/pod1234/abcd"),
+    ("k8s.io/abcd", "/k8s.io/abcd"),
+    ("kubepods-burstable-pod1234.slice:cri-containerd:abcd",
+     "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/cri-containerd-abcd.scope"),
+    ("system.slice:docker:abcd", "/system.slice/docker-abcd.scope"),
+    ("-.slice:run:x", "/run-x.scope"),
+])
+def test_cgroups_paths_of_both_drivers(path: str, expanded: str) -> None:
+    assert cgroups.expand(path) == expanded
+
+
+def test_cpu_limits_and_cgroups_path_come_from_the_spec() -> None:
+    spec = bundle.parse({"process": {"args": ["/app.wasm"]}, "linux": {
+        "cgroupsPath": "/kubepods/pod1/c1",
+        "resources": {"cpu": {"shares": 102, "quota": 10000, "period": 100000, "cpus": "0", "mems": "0"},
+                      "memory": {"limit": 64 << 20}}}}, "config.json")
+    assert (spec.cgroups_path, spec.memory_limit) == ("/kubepods/pod1/c1", 64 << 20)
+    assert spec.cpu == cgroups.CpuLimits(102, 10000, 100000, "0", "0") and spec.cpu.any
+    odd = bundle.parse({"process": {"args": ["/app.wasm"]}, "linux": {"resources": {
+        "cpu": {"shares": "lots", "quota": -1, "period": True, "cpus": 7}, "memory": {"limit": -1}}}}, "config.json")
+    assert (odd.cpu, odd.cpu.any, odd.memory_limit, odd.cgroups_path) == (cgroups.CpuLimits(), False, None, "")

@@ -42,6 +42,9 @@ fetch sid "$prefix/root" golang-github-containerd-ttrpc-dev  # ttrpc's request.p
 fetch sid "$prefix/root" golang-k8s-cri-api-dev  # CRI v1 api.proto, for tests/test_proto_drift.py
 fetch sid "$prefix/root" containernetworking-plugins  # CNI bridge, host-local, loopback, portmap (usr/lib/cni)
 
+# `ip` deletes the CRI tests' CNI bridge; a minimal machine may lack it (the machine's own apt).
+command -v ip >/dev/null || { apt-get -qq update && apt-get -qq install -y iproute2; } >&2
+
 mkdir -p "$prefix/bin"
 for tool in containerd ctr oras cosign crane docker-registry containerd-shim-runc-v2; do
   ln -sf "$prefix/root/usr/bin/$tool" "$prefix/bin/$tool"
