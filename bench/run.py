@@ -59,7 +59,45 @@ def machine() -> str:
     ])
 
 
-def report(sections: list[Section], quick: bool, took: float) -> str:
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              timeout=10).stdout.strip() or "?"
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def previous_summary(doc: str) -> tuple[str, dict[str, list[str]]]:
+    """The report this run replaces: when it ran (its Machine section's `run at` line, with the
+    commit where it says one) and its summary rows by measurement."""
+    when = next((line.removeprefix("- run at ").strip() for line in doc.splitlines() if line.startswith("- run at ")), "?")
+    summary = doc.split("## Summary", 1)[1].split("\n## ", 1)[0] if "## Summary" in doc else ""
+    rows = {}
+    for line in summary.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == len(SUMMARY_HEADER) and cells[0] not in (SUMMARY_HEADER[0], "---"):
+            rows[cells[0]] = cells
+    return when, rows
+
+
+def since_previous(rows: list[list[str]], previous: tuple[str, dict[str, list[str]]]) -> str:
+    """Each summary row next to the same row of the report this one replaces: the before and
+    after of whatever changed in between (docs/benchmarks.md is rewritten on every full run)."""
+    when, before = previous
+    compared = [[row[0], before[row[0]][1], row[1], before[row[0]][4], row[4]] for row in rows if row[0] in before]
+    if not compared:
+        return ""
+    header = ["measurement", "wasm-oci before", "wasm-oci now", "ratio to baseline before", "ratio now"]
+    return f"""## Since the previous report
+
+The previous full report (run at {when}) against this one, row by row: each ratio is to the
+baseline measured in its own run.
+
+{table(header, compared, text=(0,))}
+"""
+
+
+def report(sections: list[Section], quick: bool, took: float, previous: tuple[str, dict[str, list[str]]] = ("?", {})) -> str:
     rows = [row for section in sections for row in section.summary]
     mode = "`--quick` (smoke run: few samples, small sizes; not a result)" if quick else "full"
     body = "\n".join(section.markdown() for section in sections)
@@ -87,12 +125,13 @@ namespace, state in a temp dir), so the benchmarks need root, as containerd does
 ## Machine
 
 {machine()}
-- mode: {mode}; took {duration(took)}
+- commit {_commit()}; mode: {mode}; took {duration(took)}
 
 ## Summary
 
 {table(SUMMARY_HEADER, rows, text=(0, 2))}
 
+{since_previous([list(row) for row in rows], previous)}
 {body}"""
 
 
@@ -110,7 +149,8 @@ def main() -> None:
         started = time.perf_counter()
         sections.append(run(args.quick))
         print(f"{sections[-1].title}: {duration(time.perf_counter() - started)}", file=sys.stderr)
-    text = report(sections, args.quick, time.perf_counter() - began)
+    previous = previous_summary(DOC.read_text()) if DOC.exists() else ("?", {})
+    text = report(sections, args.quick, time.perf_counter() - began, previous)
     if args.quick:
         print(text)
         return
