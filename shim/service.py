@@ -63,11 +63,11 @@ class TaskService:
     def __init__(self, namespace: str, engine: Engine, guests: Guests, lifetime: Lifetime, publisher: EventPublisher,
                  logs: BundleLogs, loop: asyncio.AbstractEventLoop, pod_daemon: bool = False) -> None:
         self.namespace = namespace
+        """The daemon's own (every group lives in one namespace), for requests that name none:
+        containerd 1.7 sends no namespace metadata to shims."""
         self.pod_daemon = pod_daemon
         """Group auto/pod: a pod sandbox's daemon is that pod's alone, and moves into its cgroup."""
         self._placement: PodPlacement | None = None
-        """The daemon's own (every group lives in one namespace), for requests that name none:
-        containerd 1.7 sends no namespace metadata to shims."""
         self.engine, self.guests, self.lifetime, self.publisher = engine, guests, lifetime, publisher
         self.logs, self.loop = logs, loop
         self.tasks: dict[tuple[str, str], Task] = {}
