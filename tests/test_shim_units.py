@@ -134,7 +134,8 @@ def test_cpu_limits_and_cgroups_path_come_from_the_spec() -> None:
         "resources": {"cpu": {"shares": 102, "quota": 10000, "period": 100000, "cpus": "0", "mems": "0"},
                       "memory": {"limit": 64 << 20}}}}, "config.json")
     assert (spec.cgroups_path, spec.memory_limit) == ("/kubepods/pod1/c1", 64 << 20)
-    assert spec.cpu == cgroups.CpuLimits(102, 10000, 100000, "0", "0") and spec.cpu.any
+    assert spec.cpu == cgroups.CpuLimits(102, 10000, 100000, "0", "0") and spec.cpu.enforce
+    assert not cgroups.CpuLimits(shares=1024).enforce and cgroups.CpuLimits(shares=2).enforce
     odd = bundle.parse({"process": {"args": ["/app.wasm"]}, "linux": {"resources": {
         "cpu": {"shares": "lots", "quota": -1, "period": True, "cpus": 7}, "memory": {"limit": -1}}}}, "config.json")
-    assert (odd.cpu, odd.cpu.any, odd.memory_limit, odd.cgroups_path) == (cgroups.CpuLimits(), False, None, "")
+    assert (odd.cpu, odd.cpu.enforce, odd.memory_limit, odd.cgroups_path) == (cgroups.CpuLimits(), False, None, "")
