@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,17 @@ SUBNET = "10.231.77"
 
 def _toml(value: str) -> str:
     return json.dumps(value)
+
+
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "containerd" / "containerd-config.toml"
+
+
+def example_runtime() -> dict[str, Any]:
+    """The `wasm-oci` runtime of the containerd configuration the docs tell users to merge: the
+    node's runtime handlers are made from it (their own ConfigPath aside), so it cannot rot."""
+    config = tomllib.loads(EXAMPLE_CONFIG.read_text())
+    runtime: dict[str, Any] = config["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]["wasm-oci"]
+    return runtime
 
 
 def cni_plugins_dir() -> Path:
@@ -90,8 +102,9 @@ class CriNode:
             "[plugins.'io.containerd.cri.v1.runtime'.containerd]", 'default_runtime_name = "runc"',
             f"[{runtimes}.runc]", 'runtime_type = "io.containerd.runc.v2"',
         ]
+        example = example_runtime()
         for handler, group in HANDLERS.items():
-            lines += [f"[{runtimes}.{_toml(handler)}]", 'runtime_type = "io.containerd.wasm-oci.v1"',
+            lines += [f"[{runtimes}.{_toml(handler)}]", f"runtime_type = {_toml(example['runtime_type'])}",
                       f"[{runtimes}.{_toml(handler)}.options]", f"ConfigPath = {_toml(str(self.shim_config(group)))}"]
         lines += [
             "[plugins.'io.containerd.cri.v1.runtime'.cni]",
