@@ -51,14 +51,11 @@ class Account:
         self.limit = limit
         self.used = 0
         self.peak = 0
-        self.exhausted = False
-        """A growth or a new memory was refused for the limit."""
         self._on_exhausted = on_exhausted
 
     def _charge(self, delta: int) -> bool:
         """Take `delta` more bytes if the limit allows (under the module lock)."""
         if self.limit is not None and self.used + delta > self.limit:
-            self.exhausted = True
             return False
         self.used += delta
         self.peak = max(self.peak, self.used)

@@ -31,8 +31,6 @@ from pathlib import Path
 from wasm_oci.errors import WasmOciError
 
 ROOT = Path("/sys/fs/cgroup")
-THREAD_CONTROLLERS = ("cpu", "cpuacct", "cpuset")
-"""v1 controllers whose accounting and limits act per thread."""
 _RMDIR_TRIES = 50
 
 
@@ -196,14 +194,6 @@ class ContainerCgroup:
         with self._lock:
             for directory in self._dirs.values():
                 _write(directory / "tasks", str(tid))
-
-    def usage_ns(self) -> int | None:
-        """CPU time of everything that ran in the container's cgroup (the kernel's count)."""
-        cpuacct = self._dirs.get("cpuacct")
-        try:
-            return int((cpuacct / "cpuacct.usage").read_text()) if cpuacct is not None else None
-        except (OSError, ValueError):
-            return None
 
     def remove(self) -> None:
         """Remove the container's own cgroup (not parents it shares with others)."""
