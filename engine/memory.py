@@ -171,8 +171,8 @@ _CREATOR = capi.wasmtime_memory_creator_t(None, _NEW, ctypes.cast(0, ctypes.CFUN
 
 
 def install(config: wasmtime.Config) -> None:
-    """Make every linear memory of engines built from `config` one of ours."""
-    capi.wasmtime_config_memory_init_cow_set(config.ptr(), False)
+    """Make every linear memory of engines built from `config` one of ours; `config` must have
+    `memory_init_cow` off (runner.SETTINGS), or Wasmtime panics at the first instantiation."""
     capi.wasmtime_config_host_memory_creator_set(config.ptr(), ctypes.byref(_CREATOR))
 
 

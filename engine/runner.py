@@ -29,14 +29,15 @@ from wasm_oci.engine.wasi import wasi_config
 from wasm_oci.oci import digest as digests
 
 SETTINGS = {"epoch_interruption": True, "memory_init_cow": False}
-"""Every Config setting the engine changes (memory.py sets the last, with its memory creator);
-part of the precompile cache key."""
+"""Every Config setting the engine changes (memory_init_cow must be off for memory.py's
+creator); part of the precompile cache key."""
 
 
 class Engine:
     def __init__(self, cache_dir: Path | None = None, programs_in_memory: int = 32) -> None:
         config = wasmtime.Config()
-        config.epoch_interruption = True
+        for setting, value in SETTINGS.items():
+            setattr(config, setting, value)
         memory.install(config)
         self.wasmtime = wasmtime.Engine(config)
         self.loader = Loader(self.wasmtime, json.dumps(SETTINGS, sort_keys=True), CompileCache(cache_dir))

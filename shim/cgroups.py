@@ -198,9 +198,9 @@ class ContainerCgroup:
     def remove(self) -> None:
         """Remove the container's own cgroup (not parents it shares with others)."""
         with self._lock:
+            own = own_paths()
             for controller, directory in self._dirs.items():
-                own = HIERARCHIES[controller] / _own_path(controller).lstrip("/")
-                _remove(directory, evacuate_to=own)
+                _remove(directory, evacuate_to=HIERARCHIES[controller] / own.get(controller, "/").lstrip("/"))
             self._dirs = {}
 
 
@@ -220,13 +220,14 @@ def _keyed(path: Path) -> dict[str, int]:
         return {}
 
 
-def _own_path(controller: str) -> str:
-    """This process's cgroup in a v1 hierarchy (or the unified one, for "")."""
+def own_paths() -> dict[str, str]:
+    """This process's cgroup in each v1 hierarchy, by controller ("" for the unified one)."""
+    paths = {}
     for line in Path("/proc/self/cgroup").read_text().splitlines():
         _, names, path = line.split(":", 2)
-        if controller in names.split(",") or (not controller and not names):
-            return path
-    return "/"
+        for name in names.split(",") if names else [""]:
+            paths[name] = path
+    return paths
 
 
 class PodPlacement:
@@ -238,6 +239,7 @@ class PodPlacement:
         """(where the daemon went, where it came from) per hierarchy."""
         self._created: list[Path] = []
         hierarchies = HIERARCHIES if VERSION == 1 else {"": ROOT}
+        own = own_paths()
         try:
             for controller, root in sorted(hierarchies.items()):
                 if controller.startswith("name="):
@@ -245,7 +247,7 @@ class PodPlacement:
                 target = root / relative
                 if any(target == moved for moved, _ in self._moves):
                     continue  # co-mounted controllers share one directory
-                origin = root / _own_path(controller).lstrip("/")
+                origin = root / own.get(controller, "/").lstrip("/")
                 self._created += _make(target, controller)
                 _write(target / "cgroup.procs", str(os.getpid()))
                 self._moves.append((target, origin))

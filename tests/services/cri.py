@@ -32,6 +32,7 @@ import grpc
 
 from wasm_oci.proto import cri_pb2 as cri
 from wasm_oci.proto import cri_pb2_grpc
+from wasm_oci.shim import cgroups
 
 from .containerd import ContainerdServer
 from .images import push_busybox
@@ -305,14 +306,6 @@ def make_pod_cgroups(relative: str, cpu_shares: int) -> None:
             (target / "cpu.shares").write_text(str(cpu_shares))
 
 
-def own_memory_cgroup() -> str:
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        if "memory" in controllers.split(","):
-            return path.rstrip("/")
-    return ""
-
-
 def remove_cgroup_tree(relative: str) -> None:
     """rmdir `relative` and everything below it in every cgroup hierarchy, deepest first."""
     for hierarchy in _hierarchies():
@@ -336,7 +329,7 @@ def cri_node(registry: RegistryServer) -> Iterator[CriNode]:
     home.mkdir()
     bridge = f"wocri{os.getpid() % 100000}"
     server = ContainerdServer(workdir=workdir, namespace=K8S_NAMESPACE, extra_env={"WASM_OCI_HOME": str(home / "wasm-oci")})
-    node = CriNode(server, registry, home, bridge, cgroup_root=f"{own_memory_cgroup()}/wasm-oci-test-{os.getpid()}")
+    node = CriNode(server, registry, home, bridge, cgroup_root=f"{cgroups.own_paths().get('memory', '').rstrip('/')}/wasm-oci-test-{os.getpid()}")
     try:
         node.pause_image = push_busybox(registry.host, "k8s/pause", ["/bin/busybox", "sleep", "2147483647"], tag="3.10")
         for group in HANDLERS.values():
