@@ -20,6 +20,9 @@ def registry_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("-u", "--username", help="Registry user (default: the Docker config's credentials)."),
         click.option("-p", "--password", help="Registry password or token."),
         click.option("--password-stdin", is_flag=True, help="Read the password from standard input."),
+        click.option("--registry-timeout", type=click.FloatRange(min=0, min_open=True), default=RegistryOptions.deadline,
+                     envvar="WASM_OCI_REGISTRY_TIMEOUT", show_default=True, metavar="SECONDS",
+                     help="Seconds a whole registry operation may take (every request of a pull or push)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -27,13 +30,15 @@ def registry_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def build_registry_options(
-    plain_http: bool, ca_file: Path | None, insecure: bool, username: str | None, password: str | None, password_stdin: bool, **_: Any
+    plain_http: bool, ca_file: Path | None, insecure: bool, username: str | None, password: str | None, password_stdin: bool,
+    registry_timeout: float = RegistryOptions.deadline, **_: Any
 ) -> RegistryOptions:
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     if password and not username:
         raise click.UsageError("--password needs --username")
-    return RegistryOptions(plain_http=plain_http, ca_file=ca_file, insecure_skip_tls_verify=insecure, username=username, password=password)
+    return RegistryOptions(plain_http=plain_http, ca_file=ca_file, insecure_skip_tls_verify=insecure, username=username,
+                           password=password, deadline=registry_timeout)
 
 
 def output_format(func: Callable[..., Any]) -> Callable[..., Any]:

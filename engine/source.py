@@ -21,7 +21,7 @@ from wasm_oci.oci.artifact import read as read_artifact
 from wasm_oci.oci.layout import OCILayout
 from wasm_oci.oci.options import RegistryOptions
 from wasm_oci.oci.package import TITLE
-from wasm_oci.oci.target import fetch_bytes
+from wasm_oci.oci.target import MAX_WASM, fetch_bytes
 
 if TYPE_CHECKING:
     from wasm_oci.signing.keys import PublicKey
@@ -52,7 +52,7 @@ def resolve(src: str, options: RegistryOptions | None = None, verify_keys: Seque
     store = OCILayout(paths.local_store())
     artifact = read_artifact(store, pulled.descriptor)
     layer = artifact.layer
-    wasm = fetch_bytes(store, layer, f"wasm layer of {pulled.reference}", limit=None)
+    wasm = fetch_bytes(store, layer, f"wasm layer of {pulled.reference}", limit=MAX_WASM)
     name = artifact.entrypoint[0] if artifact.entrypoint else layer.annotations.get(TITLE, "app.wasm")
     env = {key: value for key, _, value in (item.partition("=") for item in artifact.env)}
     return Source(wasm, layer.digest, name, env, pulled.trust)

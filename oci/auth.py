@@ -15,12 +15,22 @@ import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode, urlsplit
 
-import requests
-
-from wasm_oci.errors import AuthenticationError, StoreError
+from wasm_oci.errors import AuthenticationError, MalformedContent, StoreError
+from wasm_oci.oci import documents
 from wasm_oci.oci.layout import atomic_write
+
+if TYPE_CHECKING:
+    import requests
+
+    from wasm_oci.oci.transport import Transport
+
+MAX_TOKEN_RESPONSE = 1 << 20
+MAX_TOKEN = 64 << 10
+_TOKEN = re.compile(r"[\x21-\x7e]+")
+"""Visible ASCII: a token goes into a header line as it is."""
 
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
@@ -64,19 +74,33 @@ class DockerConfig:
     path: Path = field(default_factory=docker_config_path)
 
     def _load(self) -> dict[str, Any]:
+        """The config, with the fields read here checked (the rest is docker's business)."""
         try:
-            return json.loads(self.path.read_text())
+            with open(self.path, "rb") as handle:
+                data = handle.read(documents.MAX_DOCUMENT + 1)
         except FileNotFoundError:
             return {}
-        except ValueError as exc:
-            raise AuthenticationError(f"{self.path} is not valid JSON: {exc}") from None
+        except OSError as exc:
+            raise AuthenticationError(f"cannot read {self.path}: {exc.strerror}") from None
+        try:
+            config = documents.load(data, str(self.path))
+            for key in ("credHelpers", "auths"):
+                section = documents.section(config, key, str(self.path))
+                if key == "credHelpers":
+                    documents.string_map(config, key, str(self.path))
+                elif not all(isinstance(entry, dict) for entry in section.values()):
+                    raise MalformedContent(f"{self.path}: each `auths` entry must be an object")
+            documents.text(config, "credsStore", str(self.path))
+        except MalformedContent as exc:
+            raise AuthenticationError(str(exc)) from None
+        return config
 
     def credentials(self, host: str) -> Credentials | None:
         config = self._load()
-        helper = config.get("credHelpers", {}).get(host)
+        helper = (config.get("credHelpers") or {}).get(host)
         if helper:
             return self._from_helper(helper, host)
-        auths = config.get("auths", {})
+        auths = config.get("auths") or {}
         for key in _host_keys(host):
             entry = auths.get(key)
             if entry:
@@ -86,24 +110,34 @@ class DockerConfig:
         return None
 
     def _from_entry(self, entry: dict[str, Any], host: str) -> Credentials:
-        if entry.get("identitytoken"):
-            return Credentials(identity_token=entry["identitytoken"])
-        if entry.get("auth"):
+        what = f"{self.path}: the auths entry for {host}"
+        try:
+            fields = {key: documents.text(entry, key, what) or "" for key in ("identitytoken", "auth", "username", "password")}
+        except MalformedContent as exc:
+            raise AuthenticationError(str(exc)) from None
+        if fields["identitytoken"]:
+            return Credentials(identity_token=fields["identitytoken"])
+        if fields["auth"]:
             try:
-                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+                user, _, password = base64.b64decode(fields["auth"], validate=True).decode().partition(":")
             except ValueError:
-                raise AuthenticationError(f"{self.path}: the auth entry for {host} is not base64 user:password") from None
+                raise AuthenticationError(f"{what} is not base64 user:password") from None
             return Credentials(user, password)
-        return Credentials(entry.get("username", ""), entry.get("password", ""))
+        return Credentials(fields["username"], fields["password"])
 
     def _from_helper(self, helper: str, host: str) -> Credentials | None:
         out = _run_helper(helper, "get", host)
         if not out:
             return None
-        data = json.loads(out)
-        if data.get("Username") == "<token>":
-            return Credentials(identity_token=data.get("Secret", ""))
-        return Credentials(data.get("Username", ""), data.get("Secret", ""))
+        what = f"the answer of docker-credential-{helper}"
+        try:
+            data = documents.load(out.encode(), what)
+            user, secret = documents.text(data, "Username", what) or "", documents.text(data, "Secret", what) or ""
+        except MalformedContent as exc:
+            raise AuthenticationError(str(exc)) from None
+        if user == "<token>":
+            return Credentials(identity_token=secret)
+        return Credentials(user, secret)
 
     def store(self, host: str, creds: Credentials) -> None:
         config = self._load()
@@ -150,11 +184,11 @@ class Challenge:
 class Authenticator:
     """Answers 401 challenges for one registry host; tokens are cached by scope."""
 
-    def __init__(self, host: str, session: requests.Session, creds: Credentials | None, verify: bool | str) -> None:
+    def __init__(self, host: str, transport: Transport, creds: Credentials | None, secure: bool) -> None:
         self.host = host
-        self.session = session
+        self.transport = transport
         self.creds = creds
-        self.verify = verify
+        self.secure = secure
         self._tokens: dict[str, str] = {}
         self.scheme: str | None = None
 
@@ -180,38 +214,38 @@ class Authenticator:
             token = self._fetch_token(challenge, challenge.params.get("scope") or scope)
             self._tokens[scope] = token
             return {"Authorization": f"Bearer {token}"}
-        raise AuthenticationError(f"{self.host} asked for unsupported authentication {header!r}")
+        raise AuthenticationError(f"{self.host} asked for unsupported authentication {header[:120]!r}")
 
     def _basic(self) -> str:
         assert self.creds is not None
         return base64.b64encode(f"{self.creds.username}:{self.creds.password}".encode()).decode()
 
     def _fetch_token(self, challenge: Challenge, scope: str) -> str:
-        realm = challenge.params.get("realm")
-        if not realm:
-            raise AuthenticationError(f"{self.host} sent a Bearer challenge without a realm")
+        """A token from the challenge's realm: the one host besides the registry that is given
+        the credentials (as docker does), and only over https when the registry uses TLS."""
+        realm = challenge.params.get("realm", "")
+        scheme = urlsplit(realm).scheme
+        if scheme not in ("http", "https") or not urlsplit(realm).hostname:
+            raise AuthenticationError(f"{self.host} sent a Bearer challenge without a usable realm ({realm[:120]!r})")
+        if self.secure and scheme != "https":
+            raise AuthenticationError(f"{self.host} names a token service over plain HTTP ({realm[:120]}): refusing to send credentials")
         params = {"service": challenge.params.get("service", "")}
         if scope:
             params["scope"] = scope
-        try:
-            if self.creds and self.creds.identity_token:
-                reply = self.session.post(
-                    realm,
-                    data={**params, "grant_type": "refresh_token", "refresh_token": self.creds.identity_token, "client_id": "wasm-oci"},
-                    verify=self.verify,
-                    timeout=30,
-                )
-            else:
-                auth = (self.creds.username, self.creds.password) if self.creds and self.creds.username else None
-                reply = self.session.get(realm, params=params, auth=auth, verify=self.verify, timeout=30)
-        except requests.RequestException as exc:
-            raise AuthenticationError(f"token service {realm} for {self.host} unreachable: {exc.__class__.__name__}") from None
-        if reply.status_code in (401, 403):
-            raise AuthenticationError(f"{self.host}: credentials rejected by token service {realm}")
-        if reply.status_code != 200:
-            raise AuthenticationError(f"{self.host}: token service {realm} answered HTTP {reply.status_code}")
-        try:
-            body = reply.json()
-            return str(body.get("token") or body["access_token"])
-        except (ValueError, KeyError):
-            raise AuthenticationError(f"{self.host}: token service {realm} returned no token") from None
+        if self.creds and self.creds.identity_token:
+            form = {**params, "grant_type": "refresh_token", "refresh_token": self.creds.identity_token, "client_id": "wasm-oci"}
+            reply = self.transport.request("POST", realm, {"Content-Type": "application/x-www-form-urlencoded"}, urlencode(form))
+        else:
+            headers = {"Authorization": "Basic " + self._basic()} if self.creds and self.creds.username else {}
+            reply = self.transport.request("GET", realm + ("&" if "?" in realm else "?") + urlencode(params), headers)
+        with reply:
+            if reply.status_code in (401, 403):
+                raise AuthenticationError(f"{self.host}: credentials rejected by token service {realm[:120]}")
+            if reply.status_code != 200:
+                raise AuthenticationError(f"{self.host}: token service {realm[:120]} answered HTTP {reply.status_code}")
+            what = f"token response of {realm[:120]}"
+            body = documents.load(self.transport.read(reply, MAX_TOKEN_RESPONSE, what), what)
+        token = documents.text(body, "token", what) or documents.text(body, "access_token", what)
+        if not token or len(token) > MAX_TOKEN or not _TOKEN.fullmatch(token):
+            raise AuthenticationError(f"{self.host}: token service {realm[:120]} returned no usable token")
+        return token

@@ -2,20 +2,25 @@
 
 Every byte that moves passes `digest.verified` exactly once on the way; stores publish a blob
 only when that check completed, and the root is tagged last, so a failed copy leaves no tag
-pointing at missing or wrong content.
+pointing at missing or wrong content. A hostile graph is bounded: each node is visited once
+(an index may list one child thousands of times), and the nodes and depth are capped.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from wasm_oci.errors import UnsupportedArtifact
+from wasm_oci.errors import MalformedContent, UnsupportedArtifact
 from wasm_oci.oci import digest as digests
-from wasm_oci.oci import mediatypes
+from wasm_oci.oci import documents, mediatypes
 from wasm_oci.oci.descriptor import Descriptor
 from wasm_oci.oci.target import Target, fetch_bytes
+
+MAX_NODES = 4096
+"""Manifests and blobs one copy may visit: far beyond any real artifact's graph."""
+MAX_DEPTH = 8
+"""Index levels: an index of indexes of manifests is 3."""
 
 Progress = Callable[[Descriptor, int], None]
 """Called with (blob, bytes just moved); a blob that was skipped reports its whole size once."""
@@ -26,18 +31,16 @@ class CopyStats:
     blobs_copied: int = 0
     blobs_skipped: int = 0
     bytes_copied: int = 0
+    visited: set[str] = field(default_factory=set, repr=False)
 
 
 def children(desc: Descriptor, manifest: bytes) -> list[Descriptor]:
     """The descriptors a manifest or index points at (not `subject`: that is the referrer's parent)."""
-    try:
-        doc = json.loads(manifest)
-    except ValueError:
-        raise UnsupportedArtifact(f"manifest {desc.digest} is not JSON") from None
     if desc.media_type in mediatypes.INDEXES:
-        return [Descriptor.from_json(m) for m in doc.get("manifests", [])]
+        return list(documents.index(manifest, f"index {desc.digest}").manifests)
     if desc.media_type in mediatypes.MANIFESTS:
-        return [Descriptor.from_json(doc["config"])] + [Descriptor.from_json(layer) for layer in doc.get("layers", [])]
+        parsed = documents.manifest(manifest, f"manifest {desc.digest}")
+        return [parsed.config, *parsed.layers]
     raise UnsupportedArtifact(f"{desc.digest} has media type {desc.media_type}, not an OCI manifest or index")
 
 
@@ -51,11 +54,17 @@ def metered(chunks: Iterable[bytes], desc: Descriptor, progress: Progress | None
 
 def copy_graph(src: Target, dst: Target, root: Descriptor, tag: str | None = None, progress: Progress | None = None) -> CopyStats:
     stats = CopyStats()
-    _copy_node(src, dst, root, tag, progress, stats)
+    _copy_node(src, dst, root, tag, progress, stats, 0)
     return stats
 
 
-def _copy_node(src: Target, dst: Target, desc: Descriptor, tag: str | None, progress: Progress | None, stats: CopyStats) -> None:
+def _copy_node(src: Target, dst: Target, desc: Descriptor, tag: str | None, progress: Progress | None, stats: CopyStats,
+               depth: int) -> None:
+    if desc.digest in stats.visited and tag is None:
+        return
+    stats.visited.add(desc.digest)
+    if len(stats.visited) > MAX_NODES:
+        raise MalformedContent(f"the graph under {desc.digest} has more than {MAX_NODES} manifests and blobs")
     is_manifest = desc.media_type in mediatypes.MANIFESTS | mediatypes.INDEXES
     if not is_manifest:
         if dst.exists(desc):
@@ -69,6 +78,8 @@ def _copy_node(src: Target, dst: Target, desc: Descriptor, tag: str | None, prog
         stats.blobs_copied += 1
         return
     data = fetch_bytes(src, desc, f"manifest {desc.digest}")
+    if depth >= MAX_DEPTH:
+        raise MalformedContent(f"{desc.digest} nests manifests more than {MAX_DEPTH} levels deep")
     for child in children(desc, data):
-        _copy_node(src, dst, child, None, progress, stats)
+        _copy_node(src, dst, child, None, progress, stats, depth + 1)
     dst.push_manifest(desc, data, tag)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from wasm_oci.errors import RegistryError
+from wasm_oci.errors import InvalidReference, MalformedContent
 from wasm_oci.oci import digest as digests
+
+_MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
+MAX_SIZE = 1 << 53
+"""Sizes past JSON's exact integers are not sizes any store could hold."""
 
 
 @dataclass(frozen=True)
@@ -23,18 +28,31 @@ class Descriptor:
         return cls(media_type, digests.of_bytes(data), len(data), **extra)
 
     @classmethod
-    def from_json(cls, obj: Any) -> "Descriptor":
+    def from_json(cls, obj: Any, what: str = "descriptor") -> "Descriptor":
+        """A descriptor from untrusted JSON: every field checked, or MalformedContent naming `what`."""
+        if not isinstance(obj, dict):
+            raise MalformedContent(f"{what}: a descriptor must be an object, not {type(obj).__name__}")
+        media_type, digest, size = obj.get("mediaType"), obj.get("digest"), obj.get("size")
+        if not isinstance(media_type, str) or not _MEDIA_TYPE.fullmatch(media_type):
+            raise MalformedContent(f"{what}: bad mediaType {str(media_type)[:80]!r}")
+        if not isinstance(digest, str):
+            raise MalformedContent(f"{what}: `digest` must be a string")
         try:
-            return cls(
-                media_type=str(obj["mediaType"]),
-                digest=digests.validate(str(obj["digest"])),
-                size=int(obj["size"]),
-                annotations=dict(obj.get("annotations") or {}),
-                artifact_type=obj.get("artifactType"),
-                platform=obj.get("platform"),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise RegistryError(f"malformed descriptor {obj!r}: {exc}") from None
+            digests.validate(digest)
+        except InvalidReference:
+            raise MalformedContent(f"{what}: bad digest {digest[:140]!r}") from None
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_SIZE:
+            raise MalformedContent(f"{what}: `size` must be a non-negative integer, not {str(size)[:40]!r}")
+        annotations = obj.get("annotations") or {}
+        if not isinstance(annotations, dict) or not all(isinstance(v, str) for v in annotations.values()):
+            raise MalformedContent(f"{what}: `annotations` must be an object of strings")
+        artifact_type = obj.get("artifactType")
+        if artifact_type is not None and not isinstance(artifact_type, str):
+            raise MalformedContent(f"{what}: `artifactType` must be a string")
+        platform = obj.get("platform")
+        if platform is not None and not (isinstance(platform, dict) and all(isinstance(v, (str, list)) for v in platform.values())):
+            raise MalformedContent(f"{what}: `platform` must be an object of strings")
+        return cls(media_type, digest, size, dict(annotations), artifact_type, platform)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}

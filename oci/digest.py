@@ -13,8 +13,8 @@ _DIGEST = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
 
 def validate(digest: str) -> str:
     """Reject digests that could escape a blob directory or name an unknown algorithm."""
-    if not _DIGEST.match(digest):
-        raise InvalidReference(f"invalid digest {digest!r}: expected sha256:<64 hex> or sha512:<128 hex>")
+    if not _DIGEST.fullmatch(digest):
+        raise InvalidReference(f"invalid digest {digest[:140]!r}: expected sha256:<64 hex> or sha512:<128 hex>")
     return digest
 
 

@@ -2,7 +2,9 @@
 
 Writes are crash- and failure-safe: blobs land in a temporary file and are renamed into place
 only after their digest checked out; index.json is rewritten atomically under a file lock so
-concurrent wasm-oci processes cannot lose each other's tags.
+concurrent wasm-oci processes cannot lose each other's tags. A layout may come from anyone
+(`oci:PATH`): index.json is parsed like a registry's documents, and every OS error on its
+files is a StoreError naming the path.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from wasm_oci.errors import NotFound, StoreError
-from wasm_oci.oci import mediatypes
+from wasm_oci.errors import MalformedContent, NotFound, StoreError
+from wasm_oci.oci import documents, mediatypes
 from wasm_oci.oci.descriptor import Descriptor
 from wasm_oci.oci.reference import LayoutReference
 
 REF_NAME = "org.opencontainers.image.ref.name"
+MAX_INDEX = 64 << 20
+"""index.json: the local store's lists every tag (~300 bytes each)."""
 _CHUNK = 1 << 20
 
 
@@ -48,13 +52,20 @@ def atomic_write(path: Path, chunks: Iterable[bytes], mode: int = 0o644, durable
         raise
 
 
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError as exc:  # ENAMETOOLONG, EACCES: is_file() only hides "no such file"
+        raise StoreError(f"cannot look at {str(path)[:200]}: {exc.strerror}") from None
+
+
 class OCILayout:
     def __init__(self, root: Path, create: bool = False) -> None:
         self.root = root
-        if (root / "oci-layout").is_file():
+        if _is_file(root / "oci-layout"):
             return
         if not create:
-            raise NotFound(f"no OCI image layout at {root} (missing oci-layout file)")
+            raise NotFound(f"no OCI image layout at {str(root)[:200]} (missing oci-layout file)")
         try:
             root.mkdir(parents=True, exist_ok=True)
             if any(p for p in root.iterdir() if p.name != ".lock"):
@@ -69,8 +80,12 @@ class OCILayout:
         return self.root / "blobs" / algorithm / hexpart
 
     def exists(self, desc: Descriptor) -> bool:
-        path = self.blob_path(desc.digest)
-        return path.is_file() and path.stat().st_size == desc.size
+        try:
+            return self.blob_path(desc.digest).stat().st_size == desc.size
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise StoreError(f"cannot look at blob {desc.digest} in {self.root}: {exc.strerror}") from None
 
     @contextlib.contextmanager
     def fetch(self, desc: Descriptor) -> Iterator[Iterator[bytes]]:
@@ -78,6 +93,8 @@ class OCILayout:
             handle = open(self.blob_path(desc.digest), "rb")
         except FileNotFoundError:
             raise NotFound(f"blob {desc.digest} is not in {self.root}") from None
+        except OSError as exc:  # a directory where the blob should be, no permission
+            raise StoreError(f"cannot read blob {desc.digest} in {self.root}: {exc.strerror}") from None
         with handle:
             yield iter(lambda: handle.read(_CHUNK), b"")
 
@@ -95,20 +112,33 @@ class OCILayout:
     # -- index ---------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _locked_index(self) -> Iterator[dict[str, Any]]:
-        with open(self.root / ".lock", "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            index = self._read_index()
-            yield index
-            atomic_write(self.root / "index.json", [json.dumps(index, indent=2).encode()])
+        try:
+            with open(self.root / ".lock", "a+") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                index = self._read_index()
+                yield index
+                atomic_write(self.root / "index.json", [json.dumps(index, indent=2).encode()])
+        except OSError as exc:
+            raise StoreError(f"cannot update {self.root}/index.json: {exc.strerror}") from None
 
     def _read_index(self) -> dict[str, Any]:
+        """index.json with each entry checked to be a descriptor (entries are kept as read, so
+        fields of other tools survive a rewrite)."""
+        path = self.root / "index.json"
         try:
-            index = json.loads((self.root / "index.json").read_bytes())
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_INDEX + 1)
         except FileNotFoundError:
             return {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": []}
-        except ValueError as exc:
-            raise StoreError(f"{self.root}/index.json is not valid JSON: {exc}") from None
-        index.setdefault("manifests", [])
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror}") from None
+        what = f"{path}"
+        index = documents.load(data, what, MAX_INDEX)
+        manifests = index.setdefault("manifests", [])
+        if not isinstance(manifests, list):
+            raise MalformedContent(f"{what}: `manifests` must be a list of descriptors")
+        for n, entry in enumerate(manifests):
+            Descriptor.from_json(entry, f"{what}: manifests[{n}]")
         return index
 
     def tag(self, desc: Descriptor, tag: str) -> None:
@@ -152,11 +182,13 @@ class OCILayout:
         """A manifest known only by digest: read its mediaType to build a descriptor."""
         path = self.blob_path(digest)
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as handle:
+                data = handle.read(documents.MAX_DOCUMENT + 1)
         except FileNotFoundError:
             raise NotFound(f"manifest {digest} not found in {self.root}") from None
-        try:
-            media_type = json.loads(data).get("mediaType", mediatypes.OCI_MANIFEST)
-        except ValueError:
-            raise NotFound(f"{digest} in {self.root} is not a manifest") from None
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror}") from None
+        what = f"manifest {digest} in {self.root}"
+        media_type = documents.text(documents.load(data, what), "mediaType", what, mediatypes.OCI_MANIFEST)
+        assert media_type is not None
         return Descriptor(media_type, digest, len(data))

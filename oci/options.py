@@ -14,6 +14,9 @@ class RegistryOptions:
     username: str | None = None
     password: str | None = None
     timeout: float = 60.0
+    """Seconds one socket operation (connect, a read) may wait."""
+    deadline: float = 600.0
+    """Seconds a whole operation (a pull, a push, a copy: every request of it) may take."""
 
     @property
     def verify(self) -> bool | str:

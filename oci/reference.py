@@ -70,6 +70,11 @@ class LayoutReference:
 Reference = RegistryReference | LayoutReference
 
 
+def _shown(text: str) -> str:
+    """A reference as messages quote it: one bounded line, whatever was typed."""
+    return repr(text if len(text) <= 200 else text[:200] + "...")
+
+
 def _split_digest(text: str, original: str) -> tuple[str, str | None]:
     if "@" not in text:
         return text, None
@@ -77,7 +82,7 @@ def _split_digest(text: str, original: str) -> tuple[str, str | None]:
     try:
         return rest, digests.validate(digest)
     except InvalidReference:
-        raise InvalidReference(f"invalid reference {original!r}: bad digest {digest!r}") from None
+        raise InvalidReference(f"invalid reference {_shown(original)}: bad digest {_shown(digest)}") from None
 
 
 def _split_tag(text: str, original: str) -> tuple[str, str | None]:
@@ -86,9 +91,16 @@ def _split_tag(text: str, original: str) -> tuple[str, str | None]:
     if colon <= slash:
         return text, None
     tag = text[colon + 1 :]
-    if not _TAG.match(tag):
-        raise InvalidReference(f"invalid reference {original!r}: bad tag {tag!r}")
+    if not _TAG.fullmatch(tag):
+        raise InvalidReference(f"invalid reference {_shown(original)}: bad tag {_shown(tag)}")
     return text[:colon], tag
+
+
+def _is_dir(path: str, original: str) -> bool:
+    try:
+        return Path(path).is_dir()
+    except OSError as exc:  # a name too long for the file system, no permission
+        raise InvalidReference(f"invalid reference {_shown(original)}: layout path: {exc.strerror}") from None
 
 
 def _looks_like_host(component: str) -> bool:
@@ -98,23 +110,24 @@ def _looks_like_host(component: str) -> bool:
 def parse(text: str) -> Reference:
     original = text
     if not text or any(c.isspace() for c in text):
-        raise InvalidReference(f"invalid reference {original!r}: empty or contains white space")
+        raise InvalidReference(f"invalid reference {_shown(original)}: empty or contains white space")
     if text.startswith("oci:"):
         rest, digest = _split_digest(text[4:], original)
-        path, tag = _split_tag(rest, original) if not Path(rest).is_dir() else (rest, None)
+        path, tag = _split_tag(rest, original) if not _is_dir(rest, original) else (rest, None)
         if not path:
-            raise InvalidReference(f"invalid reference {original!r}: missing layout path after 'oci:'")
+            raise InvalidReference(f"invalid reference {_shown(original)}: missing layout path after 'oci:'")
         return LayoutReference(Path(path), tag or (None if digest else DEFAULT_TAG), digest)
 
     rest, digest = _split_digest(text, original)
     first, _, remainder = rest.partition("/")
     if remainder and _looks_like_host(first):
-        if not _HOST.match(first):
-            raise InvalidReference(f"invalid reference {original!r}: bad registry host {first!r}")
+        port = first.rpartition(":")[2] if not first.endswith("]") else ""
+        if not _HOST.fullmatch(first) or (port.isdigit() and not 0 < int(port) < 65536):
+            raise InvalidReference(f"invalid reference {_shown(original)}: bad registry host {_shown(first)}")
         repository, tag = _split_tag(remainder, original)
-        if not _REPOSITORY.match(repository):
+        if not _REPOSITORY.fullmatch(repository):
             raise InvalidReference(
-                f"invalid reference {original!r}: repository {repository!r} must be lowercase "
+                f"invalid reference {_shown(original)}: repository {_shown(repository)} must be lowercase "
                 "letters, digits and separators (. _ __ -), in /-separated parts"
             )
         if first == "docker.io" and "/" not in repository:
@@ -122,9 +135,9 @@ def parse(text: str) -> Reference:
         return RegistryReference(first, repository, tag, digest)
 
     name, tag = _split_tag(rest, original)
-    if not _REPOSITORY.match(name):
+    if not _REPOSITORY.fullmatch(name):
         raise InvalidReference(
-            f"invalid reference {original!r}: expected HOST[:PORT]/REPO[:TAG], oci:PATH[:TAG] "
+            f"invalid reference {_shown(original)}: expected HOST[:PORT]/REPO[:TAG], oci:PATH[:TAG] "
             "or a local-store NAME[:TAG] (lowercase letters, digits, . _ -)"
         )
     tag = tag or (None if digest else DEFAULT_TAG)

@@ -4,19 +4,23 @@ A `RemoteRepository` is an oras-py `Registry` (its session, TLS and cookie setti
 oras-py's own operations (`get_tags`, `delete_tag`, `get_manifest`, ...) work on it too, through
 the request layer below. Where oras-py falls short for this project it is overridden here:
   * `do_request`: answers `Basic` as well as `Bearer` challenges (oras-py's token backend only
-    does Bearer), fails fast with a one-line error on unreachable hosts or TLS failures instead
-    of retrying for minutes, and maps registry error codes to this project's exceptions;
+    does Bearer), sends credentials only to the registry's own origin, and maps registry error
+    codes to this project's exceptions; the HTTP itself (deadline, redirects, size caps, the
+    mapping of transport failures) is `transport.Transport`'s;
   * blob transfer: uploads stream from an iterator with a known length (oras-py reads whole
     files into memory) and downloads hand raw chunks to the caller's digest check;
-  * manifests are handled as raw bytes, so digests are of exactly what the registry serves.
+  * manifests are handled as raw bytes, so digests are of exactly what the registry serves;
+  * referrers pages are followed on the same origin only, each once, up to MAX_PAGES.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
+from urllib.parse import urljoin
 
 import oras.provider
 import requests
@@ -24,21 +28,25 @@ import requests
 from wasm_oci.errors import (
     AuthenticationError,
     DigestMismatch,
+    MalformedContent,
     NotFound,
     RegistryError,
-    RegistryUnreachable,
     WasmOciError,
 )
-from wasm_oci.oci import mediatypes
+from wasm_oci.oci import digest as digests
+from wasm_oci.oci import documents, mediatypes
 from wasm_oci.oci.auth import Authenticator, Credentials, DockerConfig
 from wasm_oci.oci.descriptor import Descriptor
 from wasm_oci.oci.options import RegistryOptions
 from wasm_oci.oci.reference import RegistryReference
 from wasm_oci.oci.target import fetch_bytes
+from wasm_oci.oci.transport import Transport, origin
 
-_CHUNK = 1 << 20
 _ACCEPT = ", ".join([mediatypes.OCI_MANIFEST, mediatypes.OCI_INDEX, mediatypes.DOCKER_MANIFEST, mediatypes.DOCKER_MANIFEST_LIST])
 _NOT_FOUND_CODES = {"MANIFEST_UNKNOWN", "BLOB_UNKNOWN", "NAME_UNKNOWN", "BLOB_UPLOAD_UNKNOWN"}
+MAX_ERROR_BODY = 64 << 10
+MAX_PAGES = 64
+"""Referrers pages one listing may follow (each up to documents.MAX_ENTRIES entries)."""
 
 
 def api_host(registry: str) -> str:
@@ -73,55 +81,26 @@ class _SizedReader:
         return out
 
 
-def _errors(response: requests.Response) -> list[dict[str, Any]]:
-    try:
-        errors = response.json().get("errors") or []
-        return [e for e in errors if isinstance(e, dict)]
-    except (ValueError, AttributeError):
-        return []
-
-
-def _describe(response: requests.Response) -> str:
-    errors = _errors(response)
-    if errors:
-        return "; ".join(f"{e.get('code', '?')}: {e.get('message', '')}".strip() for e in errors)
-    return f"HTTP {response.status_code} {response.reason}"
-
-
 class RemoteRepository(oras.provider.Registry):
     def __init__(self, ref: RegistryReference, options: RegistryOptions | None = None) -> None:
         self.options = options or RegistryOptions()
         super().__init__(hostname=ref.registry, insecure=self.options.plain_http, tls_verify=self.options.verify)
         self.registry = ref.registry
         self.repository = ref.repository
-        self.base = f"{self.prefix}://{api_host(ref.registry)}/v2/{ref.repository}"
+        self.root = f"{self.prefix}://{api_host(ref.registry)}"
+        self.base = f"{self.root}/v2/{ref.repository}"
         creds = (
             Credentials(self.options.username, self.options.password or "")
             if self.options.username
             else DockerConfig().credentials(ref.registry)
         )
-        self.authenticator = Authenticator(ref.registry, self.session, creds, self.options.verify)
+        self.transport = Transport(self.session, ref.registry, self.options.verify, self.options.timeout, self.options.deadline)
+        self.authenticator = Authenticator(ref.registry, self.transport, creds, secure=not self.options.plain_http)
 
     # -- transport -----------------------------------------------------------------------------
-    def _send(self, method: str, url: str, headers: dict[str, str], **kwargs: Any) -> requests.Response:
-        try:
-            return self.session.request(
-                method, url, headers=headers, verify=self.options.verify, timeout=self.options.timeout, **kwargs
-            )
-        except requests.exceptions.SSLError as exc:
-            reason = str(exc.args[0].reason if exc.args and hasattr(exc.args[0], "reason") else exc)
-            raise RegistryUnreachable(
-                f"TLS with {self.registry} failed ({reason.splitlines()[0][:160]}); pass --ca-file for a private CA, "
-                "or --plain-http for a loopback registry without TLS"
-            ) from None
-        except requests.exceptions.Timeout:
-            raise RegistryUnreachable(f"registry {self.registry} did not answer within {self.options.timeout:g}s") from None
-        except requests.exceptions.ConnectionError as exc:
-            text = str(exc)
-            reason = "connection refused" if "refused" in text.lower() else "cannot connect"
-            if "Name or service not known" in text or "nodename nor servname" in text or "Temporary failure in name resolution" in text:
-                reason = "unknown host"
-            raise RegistryUnreachable(f"cannot reach registry {self.registry}: {reason}") from None
+    def _own(self, url: str) -> bool:
+        """Whether `url` is on the registry's own origin: the only one its credentials go to."""
+        return origin(url) == origin(self.root)
 
     def do_request(  # type: ignore[override]
         self,
@@ -132,53 +111,75 @@ class RemoteRepository(oras.provider.Registry):
         json: Any = None,
         stream: bool = False,
     ) -> requests.Response:
-        """Send one request, answering an auth challenge once; idempotent reads retry briefly on 5xx/429."""
+        """Send one request, answering an auth challenge once; idempotent reads retry briefly on 5xx/429.
+
+        The body is never read here (`stream` is kept for oras-py's callers: bodies always stream)."""
         scope = f"repository:{self.repository}:" + ("pull" if method in ("GET", "HEAD") else "pull,push")
         attempts = 3 if method in ("GET", "HEAD") else 1
+        own = self._own(url)
+        if json is not None:
+            data, headers = _json_body(json), {"Content-Type": "application/json", **(headers or {})}
         for attempt in range(attempts):
-            sent = {**(headers or {}), **self.authenticator.header_for(scope)}
-            response = self._send(method, url, sent, data=data, json=json, stream=stream)
-            if response.status_code == 401:
+            sent = {**(headers or {}), **(self.authenticator.header_for(scope) if own else {})}
+            response = self.transport.request(method, url, sent, data)
+            if response.status_code == 401 and own:
+                response.close()
                 if hasattr(data, "read"):
                     raise AuthenticationError(f"{self.registry} refused the credentials for {self.repository}")
                 sent.update(self.authenticator.answer(response, scope))
-                response = self._send(method, url, sent, data=data, json=json, stream=stream)
+                response = self.transport.request(method, url, sent, data)
                 if response.status_code == 401:
-                    raise AuthenticationError(f"{self.registry} refused the credentials for {self.repository}: {_describe(response)}")
+                    raise AuthenticationError(f"{self.registry} refused the credentials for {self.repository}: {_describe(response, self._errors(response))}")
             if response.status_code == 403:
-                raise AuthenticationError(f"{self.registry} denied access to {self.repository}: {_describe(response)}")
+                raise AuthenticationError(f"{self.registry} denied access to {self.repository}: {_describe(response, self._errors(response))}")
             if response.status_code in (429, 500, 502, 503, 504) and attempt + 1 < attempts:
-                time.sleep(0.2 * (attempt + 1))
+                response.close()
+                time.sleep(min(0.2 * (attempt + 1), max(0.0, self.transport.cutoff.remaining())))
                 continue
             return response
         return response
 
+    def _errors(self, response: requests.Response) -> list[dict[str, Any]]:
+        """The distribution spec's error list, from at most MAX_ERROR_BODY bytes of the body."""
+        try:
+            doc = documents.load(self.transport.read(response, MAX_ERROR_BODY, "error response"), "error response")
+        except MalformedContent:
+            return []
+        errors = doc.get("errors")
+        return [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
+
     def _check(self, response: requests.Response, ok: tuple[int, ...], what: str) -> requests.Response:
         if response.status_code in ok:
             return response
-        codes = {e.get("code") for e in _errors(response)}
+        errors = self._errors(response)
+        codes = {e.get("code") for e in errors}
         if response.status_code == 404 or codes & _NOT_FOUND_CODES:
             raise NotFound(f"{what}: not found in {self.registry}/{self.repository}")
         if codes & {"DIGEST_INVALID", "SIZE_INVALID"}:
-            raise DigestMismatch(f"{what}: rejected by {self.registry}: {_describe(response)}")
-        raise RegistryError(f"{what}: {self.registry} answered {_describe(response)}")
+            raise DigestMismatch(f"{what}: rejected by {self.registry}: {_describe(response, errors)}")
+        raise RegistryError(f"{what}: {self.registry} answered {_describe(response, errors)}")
 
     # -- Target --------------------------------------------------------------------------------
     def resolve(self, ref: RegistryReference) -> Descriptor:  # type: ignore[override]
+        """HEAD's headers, checked like a descriptor; without all of them, GET the manifest
+        (capped at documents.MAX_DOCUMENT) and describe what was served."""
         url = f"{self.base}/manifests/{ref.reference}"
         response = self._check(self.do_request(url, "HEAD", headers={"Accept": _ACCEPT}), (200,), str(ref))
+        response.close()
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         digest = response.headers.get("Docker-Content-Digest")
-        size = response.headers.get("Content-Length")
+        size = response.headers.get("Content-Length", "")
         if ref.digest and digest and digest != ref.digest:
-            raise DigestMismatch(f"{ref}: registry reports digest {digest}")
-        if not (digest and size and media_type):
-            body = self._check(self.do_request(url, "GET", headers={"Accept": _ACCEPT}), (200,), str(ref)).content
-            desc = Descriptor.for_bytes(media_type or mediatypes.OCI_MANIFEST, body)
-            if ref.digest and desc.digest != ref.digest:
-                raise DigestMismatch(f"{ref}: registry served content with digest {desc.digest}")
-            return desc
-        return Descriptor(media_type, digest, int(size))
+            raise DigestMismatch(f"{ref}: registry reports digest {digest[:80]}")
+        if digest and size.isdigit() and media_type:
+            return Descriptor.from_json({"mediaType": media_type, "digest": digest, "size": int(size)}, f"HEAD of {ref}")
+        got = self._check(self.do_request(url, "GET", headers={"Accept": _ACCEPT}), (200,), str(ref))
+        body = self.transport.read(got, documents.MAX_DOCUMENT, f"manifest {ref}")
+        media_type = got.headers.get("Content-Type", "").split(";")[0].strip() or mediatypes.OCI_MANIFEST
+        desc = Descriptor.from_json({"mediaType": media_type, "digest": digests.of_bytes(body), "size": len(body)}, f"GET of {ref}")
+        if ref.digest and desc.digest != ref.digest:
+            raise DigestMismatch(f"{ref}: registry served content with digest {desc.digest}")
+        return desc
 
     def _url(self, desc: Descriptor) -> str:
         kind = "manifests" if desc.media_type in mediatypes.MANIFESTS | mediatypes.INDEXES else "blobs"
@@ -187,6 +188,7 @@ class RemoteRepository(oras.provider.Registry):
     def exists(self, desc: Descriptor) -> bool:
         response = self.do_request(self._url(desc), "HEAD", headers={"Accept": _ACCEPT})
         if response.status_code == 404:
+            response.close()
             return False
         self._check(response, (200,), desc.digest)
         return True
@@ -196,23 +198,17 @@ class RemoteRepository(oras.provider.Registry):
         response = self.do_request(self._url(desc), "GET", headers={"Accept": desc.media_type}, stream=True)
         with response:
             self._check(response, (200,), desc.digest)
-            yield self._stream(response)
-
-    def _stream(self, response: requests.Response) -> Iterator[bytes]:
-        try:
-            yield from response.iter_content(_CHUNK)
-        except requests.RequestException as exc:
-            raise RegistryUnreachable(f"connection to {self.registry} broke during download: {exc.__class__.__name__}") from None
+            yield self.transport.chunks(response)
 
     def push_blob(self, desc: Descriptor, chunks: Iterable[bytes]) -> None:
         start = self._check(
             self.do_request(f"{self.base}/blobs/uploads/", "POST", headers={"Content-Length": "0"}), (202,), "start upload"
         )
+        start.close()
         location = start.headers.get("Location")
         if not location:
             raise RegistryError(f"{self.registry} started an upload without a Location header")
-        if location.startswith("/"):
-            location = f"{self.prefix}://{api_host(self.registry)}{location}"
+        location = urljoin(self.root + "/", location)
         url = location + ("&" if "?" in location else "?") + f"digest={desc.digest}"
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(desc.size)}
         try:
@@ -220,14 +216,12 @@ class RemoteRepository(oras.provider.Registry):
         except WasmOciError:
             self._cancel(location)
             raise
-        except requests.RequestException as exc:
-            self._cancel(location)
-            raise RegistryUnreachable(f"upload of {desc.digest} to {self.registry} broke: {exc.__class__.__name__}") from None
-        self._check(response, (201,), f"upload of {desc.digest}")
+        with response:
+            self._check(response, (201,), f"upload of {desc.digest}")
 
     def _cancel(self, location: str) -> None:
-        with contextlib.suppress(WasmOciError, requests.RequestException):
-            self.do_request(location, "DELETE")
+        with contextlib.suppress(WasmOciError):
+            self.do_request(location, "DELETE").close()
 
     def push_manifest(self, desc: Descriptor, data: bytes, tag: str | None) -> None:
         self._put_manifest(desc, data, tag)
@@ -235,7 +229,8 @@ class RemoteRepository(oras.provider.Registry):
     def _put_manifest(self, desc: Descriptor, data: bytes, tag: str | None) -> requests.Response:
         url = f"{self.base}/manifests/{tag or desc.digest}"
         response = self.do_request(url, "PUT", data=data, headers={"Content-Type": desc.media_type})
-        self._check(response, (201,), f"manifest {desc.digest}")
+        with response:
+            self._check(response, (201,), f"manifest {desc.digest}")
         served = response.headers.get("Docker-Content-Digest")
         if served and served != desc.digest:
             raise DigestMismatch(f"{self.registry} stored manifest as {served}, expected {desc.digest}")
@@ -250,17 +245,25 @@ class RemoteRepository(oras.provider.Registry):
         """The referrers API's list for `digest`, or None where the registry has no such API (404, as distribution 2.8)."""
         url: str | None = f"{self.base}/referrers/{digest}"
         found: list[Descriptor] = []
+        seen: set[str] = set()
         while url:
+            if url in seen:
+                raise RegistryError(f"{self.registry}: the referrers of {digest} page back to {url[:120]}")
+            if len(seen) == MAX_PAGES:
+                raise RegistryError(f"{self.registry}: the referrers of {digest} run past {MAX_PAGES} pages")
+            if not self._own(url):
+                raise RegistryError(f"{self.registry}: the referrers of {digest} continue on another host ({url[:120]})")
+            seen.add(url)
             response = self.do_request(url, "GET", headers={"Accept": mediatypes.OCI_INDEX})
             if response.status_code == 404:
+                response.close()
                 return None
-            self._check(response, (200,), f"referrers of {digest}")
-            try:
-                found += [Descriptor.from_json(m) for m in response.json().get("manifests") or []]
-            except (ValueError, AttributeError):
-                raise RegistryError(f"{self.registry} answered the referrers of {digest} with something not an image index") from None
-            following = response.links.get("next", {}).get("url")
-            url = f"{self.prefix}://{api_host(self.registry)}{following}" if following and following.startswith("/") else following
+            with response:
+                self._check(response, (200,), f"referrers of {digest}")
+                what = f"referrers list of {digest} from {self.registry}"
+                found += documents.index(self.transport.read(response, documents.MAX_DOCUMENT, what), what).manifests
+                following = response.links.get("next", {}).get("url")
+            url = urljoin(url, following) if following else None
         return found
 
     def tag(self, desc: Descriptor, tag: str) -> None:
@@ -268,11 +271,23 @@ class RemoteRepository(oras.provider.Registry):
 
     def ping(self) -> None:
         """Check the credentials against /v2/, as `docker login` does."""
-        response = self._send("GET", f"{self.prefix}://{api_host(self.registry)}/v2/", {})
+        url = f"{self.root}/v2/"
+        response = self.transport.request("GET", url, {})
         if response.status_code == 401:
-            retry = self.authenticator.answer(response, "")
-            response = self._send("GET", response.url, retry)
+            response.close()
+            response = self.transport.request("GET", url, self.authenticator.answer(response, ""))
             if response.status_code == 401:
                 raise AuthenticationError(f"{self.registry} refused the credentials")
-        if response.status_code != 200:
-            raise RegistryError(f"{self.registry}/v2/ answered {_describe(response)}")
+        with response:
+            if response.status_code != 200:
+                raise RegistryError(f"{self.registry}/v2/ answered {_describe(response, self._errors(response))}")
+
+
+def _json_body(doc: Any) -> bytes:
+    return json.dumps(doc).encode()
+
+
+def _describe(response: requests.Response, errors: list[dict[str, Any]]) -> str:
+    if errors:
+        return "; ".join(f"{str(e.get('code', '?'))[:40]}: {str(e.get('message', ''))[:200]}".strip() for e in errors[:3])
+    return f"HTTP {response.status_code} {str(response.reason)[:80]}"

@@ -10,8 +10,9 @@ from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from wasm_oci.errors import DigestMismatch
+from wasm_oci.errors import MalformedContent
 from wasm_oci.oci import digest as digests
+from wasm_oci.oci.documents import MAX_DOCUMENT
 from wasm_oci.oci.descriptor import Descriptor
 from wasm_oci.oci.reference import Reference
 
@@ -33,10 +34,14 @@ class Target(Protocol):
     def tag(self, desc: Descriptor, tag: str) -> None: ...
 
 
-def fetch_bytes(target: Target, desc: Descriptor, what: str, limit: int | None = 4 << 20) -> bytes:
-    """Fetch an object whole and verify it. Manifests and configs keep the default bound, so a
-    hostile size cannot exhaust memory; a wasm layer about to be compiled passes `limit=None`."""
-    if limit is not None and desc.size > limit:
-        raise DigestMismatch(f"{what} {desc.digest} claims {desc.size} bytes, over the {limit}-byte limit")
+MAX_WASM = 256 << 20
+"""A wasm layer read into memory to be compiled (componentize-py's are ~20 MB)."""
+
+
+def fetch_bytes(target: Target, desc: Descriptor, what: str, limit: int = MAX_DOCUMENT) -> bytes:
+    """Fetch an object whole and verify it; the bound is checked before a byte is read (and
+    `verified` stops a store that sends more than the descriptor's size)."""
+    if desc.size > limit:
+        raise MalformedContent(f"{what} {desc.digest} claims {desc.size} bytes, over the {limit}-byte limit")
     with target.fetch(desc) as chunks:
         return b"".join(digests.verified(chunks, desc.digest, desc.size, what))

@@ -23,7 +23,7 @@ from wasm_oci.engine import Engine, Program
 from wasm_oci.errors import UnsupportedArtifact
 from wasm_oci.oci import artifact, digest as digests
 from wasm_oci.oci.descriptor import Descriptor
-from wasm_oci.oci.target import fetch_bytes
+from wasm_oci.oci.target import MAX_WASM, fetch_bytes
 from wasm_oci.shim.bundle import TaskSpec
 from wasm_oci.shim.image import Containerd
 from wasm_oci.shim.trust import TrustGate
@@ -117,7 +117,7 @@ class Guests:
             if known is None:
                 store = self.containerd.content(namespace)
                 layer = artifact.read(store, subject).layer
-                wasm = fetch_bytes(store, layer, f"wasm layer of {image}", limit=None)
+                wasm = fetch_bytes(store, layer, f"wasm layer of {image}", limit=MAX_WASM)
                 known = self.engine.load(wasm, layer.digest, name=os.path.basename(entry))
                 with self._lock:
                     self._by_image[subject.digest] = known

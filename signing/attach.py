@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from wasm_oci.errors import RegistryError, UnsupportedArtifact
-from wasm_oci.oci import mediatypes
+from wasm_oci.errors import MalformedContent, UnsupportedArtifact
+from wasm_oci.oci import documents, mediatypes
 from wasm_oci.oci.descriptor import Descriptor
 from wasm_oci.oci.reference import Reference, RegistryReference
 from wasm_oci.oci.target import Target
@@ -45,8 +44,8 @@ def _existing_layers(target: Target, ref: Reference, tag: str) -> list[Descripto
     if existing is None:
         return []
     try:
-        return [Descriptor.from_json(d) for d in json.loads(existing[1]).get("layers") or []]
-    except (ValueError, AttributeError, RegistryError):
+        return list(documents.manifest(existing[1], f"tag {tag}").layers)
+    except MalformedContent:
         raise UnsupportedArtifact(f"tag {tag} in {ref} holds something that is not a cosign signature manifest") from None
 
 

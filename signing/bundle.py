@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from wasm_oci.oci import mediatypes
+from wasm_oci.errors import MalformedContent
+from wasm_oci.oci import documents, mediatypes
 from wasm_oci.oci.descriptor import Descriptor
 from wasm_oci.signing.keys import PrivateKey
 
@@ -92,12 +93,12 @@ class Envelope:
 
 def read(data: bytes) -> Envelope:
     """Decode a bundle; ValueError names what is wrong (message-signature bundles are not image signatures)."""
+    doc = _json(data, "bundle")
+    if doc.get("mediaType") != MEDIA_TYPE:
+        raise ValueError(f"bundle media type {str(doc.get('mediaType'))[:80]!r}, expected {MEDIA_TYPE}")
+    if "dsseEnvelope" not in doc:
+        raise ValueError("bundle holds no DSSE envelope (a message-signature bundle is not an image signature)")
     try:
-        doc: dict[str, Any] = json.loads(data)
-        if doc.get("mediaType") != MEDIA_TYPE:
-            raise ValueError(f"bundle media type {doc.get('mediaType')!r}, expected {MEDIA_TYPE}")
-        if "dsseEnvelope" not in doc:
-            raise ValueError("bundle holds no DSSE envelope (a message-signature bundle is not an image signature)")
         envelope = doc["dsseEnvelope"]
         hint = ((doc.get("verificationMaterial") or {}).get("publicKey") or {}).get("hint")
         return Envelope(
@@ -106,20 +107,28 @@ def read(data: bytes) -> Envelope:
             signatures=tuple(base64.b64decode(s["sig"], validate=True) for s in envelope["signatures"]),
             key_hint=str(hint) if hint else None,
         )
-    except (KeyError, TypeError, AttributeError, binascii.Error, json.JSONDecodeError) as exc:
-        raise ValueError(f"malformed bundle ({exc.__class__.__name__}: {exc})") from None
+    except (KeyError, TypeError, AttributeError, binascii.Error) as exc:
+        raise ValueError(f"malformed bundle ({exc.__class__.__name__}: {str(exc)[:160]})") from None
 
 
 def claimed_digests(envelope: Envelope) -> tuple[str, ...]:
     """The digests a cosign signature statement vouches for; ValueError if it is not one."""
     if envelope.payload_type != IN_TOTO:
         raise ValueError(f"DSSE payload type {envelope.payload_type!r}, expected {IN_TOTO}")
+    statement = _json(envelope.payload, "in-toto statement")
+    if statement.get("_type") not in STATEMENT_TYPES:
+        raise ValueError(f"payload is not an in-toto statement ({str(statement.get('_type'))[:80]!r})")
+    if statement.get("predicateType") != PREDICATE:
+        raise ValueError(f"statement predicate {str(statement.get('predicateType'))[:80]!r} is not a cosign signature")
     try:
-        statement = json.loads(envelope.payload)
-        if statement.get("_type") not in STATEMENT_TYPES:
-            raise ValueError(f"payload is not an in-toto statement ({statement.get('_type')!r})")
-        if statement.get("predicateType") != PREDICATE:
-            raise ValueError(f"statement predicate {statement.get('predicateType')!r} is not a cosign signature")
         return tuple(f"{algo}:{value}" for subject in statement["subject"] for algo, value in subject["digest"].items())
-    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+    except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"malformed in-toto statement ({exc.__class__.__name__})") from None
+
+
+def _json(data: bytes, what: str) -> dict[str, Any]:
+    """Signature documents are judged, not trusted: a wrong shape is a ValueError naming it."""
+    try:
+        return documents.load(data, what)
+    except MalformedContent as exc:
+        raise ValueError(str(exc)) from None

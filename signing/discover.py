@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-from wasm_oci.errors import DigestMismatch, NotFound, RegistryError
-from wasm_oci.oci import mediatypes
+from wasm_oci.errors import DigestMismatch, MalformedContent, NotFound
+from wasm_oci.oci import documents, mediatypes
 from wasm_oci.oci.descriptor import Descriptor
 from wasm_oci.oci.reference import Reference
 from wasm_oci.oci.target import Target, fetch_bytes
@@ -49,17 +48,16 @@ def _is_signature_entry(desc: Descriptor) -> bool:
 def _bundle_candidate(target: Target, desc: Descriptor) -> Candidate | None:
     location = f"referrer {desc.digest}"
     try:
-        manifest: dict[str, Any] = json.loads(fetch_bytes(target, desc, location))
-        if not isinstance(manifest, dict) or manifest.get("artifactType") != bundle.MEDIA_TYPE:
+        manifest = documents.manifest(fetch_bytes(target, desc, location), location)
+        if manifest.artifact_type != bundle.MEDIA_TYPE:
             return None
-        if (manifest.get("annotations") or {}).get(bundle.PREDICATE_ANNOTATION, bundle.PREDICATE) != bundle.PREDICATE:
+        if manifest.annotations.get(bundle.PREDICATE_ANNOTATION, bundle.PREDICATE) != bundle.PREDICATE:
             return None  # an attestation, not a signature
-        layers = [Descriptor.from_json(layer) for layer in manifest.get("layers") or []]
-        layer = next((layer for layer in layers if layer.media_type == bundle.MEDIA_TYPE), None)
+        layer = next((layer for layer in manifest.layers if layer.media_type == bundle.MEDIA_TYPE), None)
         if layer is None:
             raise ValueError("referrer has no bundle layer")
         envelope = bundle.read(fetch_bytes(target, layer, f"bundle {layer.digest}"))
-    except (ValueError, RegistryError, DigestMismatch, NotFound) as exc:
+    except (ValueError, MalformedContent, DigestMismatch, NotFound) as exc:
         return _unreadable("bundle", location, exc)
     try:
         claims = bundle.claimed_digests(envelope)
@@ -80,7 +78,7 @@ def _legacy_candidate(target: Target, tag: str, number: int, layer: Descriptor) 
     try:
         signature = base64.b64decode(layer.annotations.get(simplesigning.SIGNATURE, ""), validate=True)
         payload = fetch_bytes(target, layer, f"simple-signing payload {layer.digest}")
-    except (binascii.Error, DigestMismatch, NotFound) as exc:
+    except (binascii.Error, DigestMismatch, NotFound, MalformedContent) as exc:
         return _unreadable("legacy", location, exc)
     try:
         claims: tuple[str, ...] = (simplesigning.claimed_digest(payload),)
@@ -98,8 +96,8 @@ def _legacy(target: Target, ref: Reference, digest: str) -> list[Candidate]:
     if found is None:
         return []
     try:
-        layers = [Descriptor.from_json(layer) for layer in json.loads(found[1]).get("layers") or []]
-    except (ValueError, AttributeError, RegistryError) as exc:
+        layers = documents.manifest(found[1], f"tag {tag}").layers
+    except MalformedContent as exc:
         return [_unreadable("legacy", f"tag {tag}", exc)]
     signed = [layer for layer in layers if layer.media_type == simplesigning.LAYER]
     return [_legacy_candidate(target, tag, n, layer) for n, layer in enumerate(signed[:MAX_REFERRERS], 1)]

@@ -29,6 +29,12 @@ from wasm_oci.signing import secretbox
 SIGSTORE_LABEL = "ENCRYPTED SIGSTORE PRIVATE KEY"
 _COSIGN_LABELS = (SIGSTORE_LABEL, "ENCRYPTED COSIGN PRIVATE KEY")
 _SCRYPT_PARAMS = {"N": 65536, "r": 8, "p": 1}  # cosign's; ~0.15 s per derivation
+SCRYPT_MAX_MEMORY = 256 << 20
+"""scrypt needs 128 * r * N bytes: cosign's parameters take 64 MiB."""
+SCRYPT_MAX_WORK = 1 << 22
+"""N * r * p: 8x cosign's, ~1 s here. A key file is input too: its parameters cannot buy
+minutes of CPU or gigabytes of memory."""
+MAX_KEY_FILE = 1 << 20
 PASSWORD_ENV = ("WASM_OCI_KEY_PASSWORD", "COSIGN_PASSWORD")
 _PEM = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\s*(.*?)\s*-----END \1-----", re.S)
 
@@ -89,7 +95,19 @@ def _b64(data: bytes) -> str:
 
 
 def _derive(password: str, salt: bytes, params: dict[str, Any]) -> bytes:
-    return Scrypt(salt=salt, length=secretbox.KEY_SIZE, n=int(params["N"]), r=int(params["r"]), p=int(params["p"])).derive(password.encode())
+    return Scrypt(salt=salt, length=secretbox.KEY_SIZE, n=params["N"], r=params["r"], p=params["p"]).derive(password.encode())
+
+
+def _scrypt_params(params: Any, path: Path) -> dict[str, int]:
+    """The file's scrypt parameters, refused past the caps before any work is done."""
+    if not isinstance(params, dict) or not all(isinstance(params.get(k), int) and not isinstance(params.get(k), bool) for k in "Nrp"):
+        raise TrustConfigError(f"{path}: scrypt parameters N, r and p must be integers")
+    n, r, p = params["N"], params["r"], params["p"]
+    if n < 2 or n & (n - 1) or r < 1 or p < 1:
+        raise TrustConfigError(f"{path}: invalid scrypt parameters N={n} r={r} p={p}")
+    if 128 * r * n > SCRYPT_MAX_MEMORY or n * r * p > SCRYPT_MAX_WORK:
+        raise TrustConfigError(f"{path}: scrypt parameters N={n} r={r} p={p} are over this tool's limits (cosign writes N=65536 r=8 p=1)")
+    return {"N": n, "r": r, "p": p}
 
 
 def generate(name: str = "new key") -> PrivateKey:
@@ -106,11 +124,17 @@ def password_from_env() -> str | None:
 
 def _read(path: Path, what: str) -> bytes:
     try:
-        return path.read_bytes()
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_KEY_FILE + 1)
     except FileNotFoundError:
         raise TrustConfigError(f"{what} {path}: no such file") from None
     except OSError as exc:
-        raise TrustConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+        raise TrustConfigError(f"cannot read {what} {str(path)[:200]}: {exc.strerror}") from None
+    except ValueError:  # a NUL in the path
+        raise TrustConfigError(f"{what} path {str(path)[:200]!r} is not a file name") from None
+    if len(data) > MAX_KEY_FILE:
+        raise TrustConfigError(f"{what} {path} is over {MAX_KEY_FILE} bytes: not a key file")
+    return data
 
 
 def _p256(key: Any, path: Path) -> Any:
@@ -141,11 +165,15 @@ def _open_cosign(body: str, password: str | None, path: Path) -> bytes:
         kdf, cipher = doc["kdf"], doc["cipher"]
         if kdf["name"] != "scrypt" or cipher["name"] != "nacl/secretbox":
             raise TrustConfigError(f"{path}: unsupported key encryption {kdf['name']}/{cipher['name']}")
-        key = _derive(password or "", base64.b64decode(kdf["salt"]), kdf["params"])
-        return secretbox.unseal(key, base64.b64decode(cipher["nonce"]), base64.b64decode(doc["ciphertext"]))
+        params = _scrypt_params(kdf["params"], path)
+        nonce = base64.b64decode(cipher["nonce"], validate=True)
+        if len(nonce) != secretbox.NONCE_SIZE:
+            raise ValueError("nonce size")
+        key = _derive(password or "", base64.b64decode(kdf["salt"], validate=True), params)
+        return secretbox.unseal(key, nonce, base64.b64decode(doc["ciphertext"], validate=True))
     except secretbox.SecretboxError:
         raise (_needs_password(path) if password is None else TrustConfigError(f"{path}: wrong password for this private key")) from None
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise TrustConfigError(f"{path}: malformed {SIGSTORE_LABEL} file") from None
 
 

@@ -19,13 +19,13 @@ Local stores and oci: layouts are not checked: their content was checked when it
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from wasm_oci.errors import TrustConfigError
+from wasm_oci.errors import MalformedContent, TrustConfigError
+from wasm_oci.oci import documents
 from wasm_oci.oci.reference import Reference, RegistryReference
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 Mode = Literal["enforce", "warn", "off"]
 SYSTEM_POLICY = Path("/etc/wasm-oci/policy.json")
+MAX_POLICY = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def _rule(entry: Any, where: str, base: Path, scope: str) -> Rule:
         raise TrustConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
     mode = entry.get("mode")
     if mode not in get_args(Mode):
-        raise TrustConfigError(f"{where}: mode must be enforce, warn or off, not {mode!r}")
+        raise TrustConfigError(f"{where}: mode must be enforce, warn or off, not {str(mode)[:40]!r}")
     paths = entry.get("keys", [])
     if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
         raise TrustConfigError(f"{where}: keys must be a list of public-key file paths")
@@ -118,11 +119,14 @@ def load(path: Path | None = None) -> Policy:
                 raise TrustConfigError(f"WASM_OCI_POLICY names {candidates[0]}, which does not exist")
             return NO_POLICY
     try:
-        doc = json.loads(path.read_text())
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_POLICY + 1)
     except FileNotFoundError:
         raise TrustConfigError(f"trust policy {path} does not exist") from None
     except OSError as exc:
         raise TrustConfigError(f"cannot read trust policy {path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise TrustConfigError(f"trust policy {path} is not valid JSON: {exc}") from None
+    try:
+        doc = documents.load(data, f"trust policy {path}", MAX_POLICY)
+    except MalformedContent as exc:
+        raise TrustConfigError(str(exc)) from None
     return parse(doc, path)

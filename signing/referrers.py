@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from typing import Protocol, runtime_checkable
 
-from wasm_oci.errors import NotFound, UnsupportedArtifact
-from wasm_oci.oci import mediatypes
+from wasm_oci.errors import MalformedContent, NotFound, UnsupportedArtifact
+from wasm_oci.oci import documents, mediatypes
 from wasm_oci.oci.descriptor import Descriptor
 from wasm_oci.oci.reference import LayoutReference, Reference, RegistryReference
 from wasm_oci.oci.target import Target, fetch_bytes
@@ -53,11 +53,10 @@ def _tag_index(target: Target, ref: Reference, digest: str) -> list[Descriptor]:
         return []
     desc, data = found
     try:
-        doc = json.loads(data)
-        if desc.media_type not in mediatypes.INDEXES or not isinstance(doc, dict):
-            raise ValueError
-        return [Descriptor.from_json(m) for m in doc.get("manifests") or []]
-    except ValueError:
+        if desc.media_type not in mediatypes.INDEXES:
+            raise MalformedContent(desc.media_type)
+        return list(documents.index(data, f"tag {fallback_tag(digest)}").manifests)
+    except MalformedContent:
         raise UnsupportedArtifact(f"tag {fallback_tag(digest)} in {ref} is not a referrers index ({desc.media_type})") from None
 
 

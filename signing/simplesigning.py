@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from wasm_oci.oci import mediatypes
+from wasm_oci.errors import MalformedContent
+from wasm_oci.oci import documents, mediatypes
 from wasm_oci.oci.descriptor import Descriptor
 
 LAYER = "application/vnd.dev.cosign.simplesigning.v1+json"
@@ -38,11 +39,16 @@ def payload(identity: str, digest: str) -> bytes:
 def claimed_digest(data: bytes) -> str:
     """The manifest digest a payload vouches for; ValueError if it is not a cosign simple-signing payload."""
     try:
-        critical = json.loads(data)["critical"]
+        critical = documents.load(data, "simple-signing payload")["critical"]
+    except MalformedContent as exc:
+        raise ValueError(str(exc)) from None
+    except KeyError:
+        raise ValueError("malformed simple-signing payload (no `critical`)") from None
+    try:
         if critical.get("type") != TYPE:
-            raise ValueError(f"payload type {critical.get('type')!r}, expected {TYPE!r}")
+            raise ValueError(f"payload type {str(critical.get('type'))[:80]!r}, expected {TYPE!r}")
         return str(critical["image"]["docker-manifest-digest"])
-    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+    except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"malformed simple-signing payload ({exc.__class__.__name__})") from None
 
 

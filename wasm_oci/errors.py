@@ -71,6 +71,14 @@ class UnsupportedArtifact(WasmOciError):
     grpc_code = "FAILED_PRECONDITION"
 
 
+class MalformedContent(WasmOciError):
+    """A document from outside (manifest, index, config, referrers list, token or error
+    response, layout index) that is not the shape the spec gives it, or is over its size cap."""
+
+    exit_code = 14
+    grpc_code = "FAILED_PRECONDITION"
+
+
 class StoreError(WasmOciError):
     """The local store or an output path cannot be written or read."""
 
