@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from wasm_oci.cli.options import build_registry_options, output_format, registry_options
-from wasm_oci.cli.output import ProgressLine, emit_json, human_size
+from wasm_oci.cli.output import ProgressLine, emit_json, human_size, printable
 from wasm_oci.cli.signing import report_signed, report_trust, sign_key_option, signature_lines, verify_key_option
 from wasm_oci.oci import api
 from wasm_oci.oci.artifact import WasmArtifact
@@ -186,7 +186,7 @@ def inspect_cmd(ref: str, fmt: str, verify_keys: Any, **kwargs: Any) -> None:
     lines += [f"  import {name}" for name in art.imports]
     lines += [f"  export {name}" for name in art.exports]
     lines += signature_lines(signatures)
-    click.echo("\n".join(lines))
+    click.echo("\n".join(printable(line) for line in lines))
 
 
 @click.command("login")

@@ -8,6 +8,7 @@ import click
 
 from wasm_oci import __version__
 from wasm_oci.cli.distribution import copy_cmd, inspect_cmd, login_cmd, logout_cmd, package_cmd, pull_cmd, push_cmd
+from wasm_oci.cli.output import printable
 from wasm_oci.cli.run import run_cmd, serve_cmd
 from wasm_oci.cli.signing import keygen_cmd, sign_cmd, verify_cmd
 from wasm_oci.errors import WasmOciError
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         status = cli.main(args=argv, prog_name="wasm-oci", standalone_mode=False)
     except WasmOciError as exc:
-        click.echo(f"wasm-oci: error: {exc}", err=True)
+        click.echo(f"wasm-oci: error: {printable(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("wasm-oci: aborted", err=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from typing import Any
@@ -10,6 +11,15 @@ from typing import Any
 import click
 
 from wasm_oci.oci.descriptor import Descriptor
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped: what a registry or a manifest says cannot move
+    the cursor, recolour the terminal or add a line to a one-line error."""
+    return _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
 
 
 def emit_json(doc: Any) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from wasm_oci.cli.options import build_registry_options, output_format, registry_options
-from wasm_oci.cli.output import emit_json
+from wasm_oci.cli.output import emit_json, printable
 from wasm_oci.errors import KeyPasswordRequired
 
 if TYPE_CHECKING:
@@ -68,9 +68,9 @@ def report_trust(decision: Decision | None, verbose: bool) -> None:
     if decision is None or decision.verification is None:
         return
     if decision.warning:
-        click.echo(f"wasm-oci: warning: {decision.warning} (trust policy mode warn: {decision.source})", err=True)
+        click.echo(printable(f"wasm-oci: warning: {decision.warning} (trust policy mode warn: {decision.source})"), err=True)
     for finding in decision.verification.verified if verbose else ():
-        click.echo(f"Verified: {finding.detail}", err=True)
+        click.echo(printable(f"Verified: {finding.detail}"), err=True)
 
 
 def signature_lines(verification: Verification) -> list[str]:
@@ -81,7 +81,7 @@ def signature_lines(verification: Verification) -> list[str]:
             lines.append(f"          {finding.detail}")
         elif finding.candidate.key_hint:
             lines.append(f"          key hint {finding.candidate.key_hint}")
-    return lines
+    return [printable(line) for line in lines]
 
 
 @click.command("keygen")
@@ -139,5 +139,5 @@ def verify_cmd(ref: str, trusted: tuple[PublicKey, ...], fmt: str, **kwargs: Any
                    "signatures": [f.to_json() for f in verification.findings]})
         return
     for finding in verification.verified:
-        click.echo(f"Verified: {finding.detail}", err=True)
+        click.echo(printable(f"Verified: {finding.detail}"), err=True)
     click.echo(f"{verification.reference}@{verification.digest}")

@@ -83,7 +83,7 @@ class Cutoff:
             raise self.error()
 
     def error(self) -> RegistryUnreachable:
-        return RegistryUnreachable(f"{self.what} did not finish within {self.seconds:g}s (the registry timeout)")
+        return RegistryUnreachable(f"{self.what} did not finish within {self.seconds:g}s (--registry-timeout)")
 
 
 def _watched(sock: socket.socket | None) -> None:
