@@ -11,17 +11,19 @@ directories.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from wasm_oci.engine import Preopen
+from wasm_oci.errors import MalformedContent
+from wasm_oci.oci import documents
 from wasm_oci.shim.cgroups import CpuLimits
 from wasm_oci.shim.transport.rpc import RpcError
 
 CONTAINER_TYPE = "io.kubernetes.cri.container-type"
 SANDBOX_ID = "io.kubernetes.cri.sandbox-id"
+MAX_SPEC = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class TaskSpec:
 
 
 def _is_bind(mount: dict[str, Any]) -> bool:
-    options = mount.get("options") or []
+    options = mount.get("options") if isinstance(mount.get("options"), list) else []
     return mount.get("type") in ("bind", "rbind") or "bind" in options or "rbind" in options
 
 
@@ -73,43 +75,59 @@ def cpu_limits(resources: dict[str, Any]) -> CpuLimits:
 
 
 def parse(doc: dict[str, Any], where: str) -> TaskSpec:
-    process = doc.get("process") or {}
-    args = process.get("args") or []
-    if not args or not all(isinstance(arg, str) for arg in args):
+    """The spec's fields this shim uses, each type-checked: a wrong shape is INVALID_ARGUMENT
+    naming the field, never a crash in the middle of Create."""
+    try:
+        return _parse(doc, where)
+    except MalformedContent as exc:
+        raise RpcError("INVALID_ARGUMENT", str(exc)) from None
+
+
+def _parse(doc: dict[str, Any], where: str) -> TaskSpec:
+    process = documents.section(doc, "process", where)
+    args = documents.strings(process, "args", f"{where}: process")
+    if not args:
         raise RpcError("INVALID_ARGUMENT", f"{where}: process.args is empty: nothing to run")
     env: dict[str, str] = {}
-    for item in process.get("env") or []:
-        key, _, value = str(item).partition("=")
+    for item in documents.strings(process, "env", f"{where}: process"):
+        key, _, value = item.partition("=")
         env[key] = value
-    linux = doc.get("linux") if isinstance(doc.get("linux"), dict) else {}
-    resources = linux.get("resources") if isinstance(linux.get("resources"), dict) else {}
+    linux = documents.section(doc, "linux", where)
+    resources = documents.section(linux, "resources", f"{where}: linux")
+    mounts = doc.get("mounts") or []
+    if not isinstance(mounts, list) or not all(isinstance(mount, dict) for mount in mounts):
+        raise MalformedContent(f"{where}: `mounts` must be a list of objects")
     binds = tuple(
-        Preopen(Path(mount["source"]), str(mount["destination"]), "ro" in (mount.get("options") or []))
-        for mount in doc.get("mounts") or []
-        if _is_bind(mount) and mount.get("source") and mount.get("destination") and Path(mount["source"]).is_dir()
+        Preopen(Path(source), destination, "ro" in documents.strings(mount, "options", f"{where}: mount"))
+        for mount in mounts
+        if _is_bind(mount)
+        and (source := documents.text(mount, "source", f"{where}: mount"))
+        and (destination := documents.text(mount, "destination", f"{where}: mount"))
+        and Path(source).is_dir()
     )
+    root = documents.section(doc, "root", where)
     return TaskSpec(
-        args=tuple(args),
+        args=args,
         env=env,
-        cwd=str(process.get("cwd") or "/"),
-        root=str((doc.get("root") or {}).get("path") or "rootfs"),
-        root_readonly=bool((doc.get("root") or {}).get("readonly")),
+        cwd=documents.text(process, "cwd", f"{where}: process") or "/",
+        root=documents.text(root, "path", f"{where}: root") or "rootfs",
+        root_readonly=root.get("readonly") is True,
         memory_limit=memory_limit(resources),
         cpu=cpu_limits(resources),
-        cgroups_path=str(linux.get("cgroupsPath") or ""),
+        cgroups_path=documents.text(linux, "cgroupsPath", f"{where}: linux") or "",
         binds=binds,
-        annotations={str(k): str(v) for k, v in (doc.get("annotations") or {}).items()},
+        annotations=documents.string_map(doc, "annotations", where),
     )
 
 
 def load(bundle: str) -> TaskSpec:
     path = Path(bundle, "config.json")
     try:
-        doc = json.loads(path.read_bytes())
+        doc = documents.load(path.read_bytes(), f"{path}: the OCI spec", MAX_SPEC)
     except FileNotFoundError:
         raise RpcError("NOT_FOUND", f"bundle {bundle} has no config.json") from None
-    except (OSError, ValueError) as exc:
-        raise RpcError("INVALID_ARGUMENT", f"{path}: cannot read the OCI spec: {exc}") from None
-    if not isinstance(doc, dict):
-        raise RpcError("INVALID_ARGUMENT", f"{path}: the OCI spec is not a JSON object")
+    except OSError as exc:
+        raise RpcError("INVALID_ARGUMENT", f"{path}: cannot read the OCI spec: {exc.strerror}") from None
+    except MalformedContent as exc:
+        raise RpcError("INVALID_ARGUMENT", str(exc)) from None
     return parse(doc, str(path))
