@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 
 from wasm_oci import paths
-from wasm_oci.oci.layout import atomic_write
+from wasm_oci.files import atomic_write
 
 MAGIC = b"wasm-oci compiled v1\n"
 _SUM = 32

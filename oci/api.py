@@ -26,7 +26,8 @@ from wasm_oci.oci.artifact import WasmArtifact
 from wasm_oci.oci.artifact import read as read_artifact
 from wasm_oci.oci.copy import CopyStats, Progress, copy_graph, metered
 from wasm_oci.oci.descriptor import Descriptor
-from wasm_oci.oci.layout import OCILayout, atomic_write
+from wasm_oci.files import atomic_write
+from wasm_oci.oci.layout import OCILayout
 from wasm_oci.oci.memory import MemoryStore
 from wasm_oci.oci.reference import LayoutReference, Reference, RegistryReference
 from wasm_oci.oci.options import RegistryOptions
@@ -135,7 +136,7 @@ def _source(source: str, opts: PackageOptions, options: RegistryOptions | None) 
         return memory, packaged.manifest
     ref = references.parse(source)
     target = open_target(ref, options)
-    return target, target.resolve(ref)
+    return target, target.resolve(ref.reference)
 
 
 def copy(
@@ -169,7 +170,7 @@ push = copy
 def inspect(ref_text: str, options: RegistryOptions | None = None) -> WasmArtifact:
     ref = references.parse(ref_text)
     target = open_target(ref, options)
-    return read_artifact(target, target.resolve(ref))
+    return read_artifact(target, target.resolve(ref.reference))
 
 
 def _local_name(ref: Reference, digest: str) -> str:
@@ -197,7 +198,7 @@ def pull(
 
     ref = references.parse(ref_text)
     src = open_target(ref, options)
-    root = src.resolve(ref)
+    root = src.resolve(ref.reference)
     decision = trust.check(ref, src, root, verify_keys)
     artifact = read_artifact(src, root)
     canonical = str(ref.with_digest(root.digest))

@@ -14,7 +14,7 @@ from wasm_oci.errors import UnsupportedArtifact
 from wasm_oci.oci import documents, mediatypes
 from wasm_oci.oci.descriptor import Descriptor
 from wasm_oci.oci.package import LABEL_PREFIX
-from wasm_oci.oci.target import Target, fetch_bytes
+from wasm_oci.oci.target import ReadOnlyTarget, fetch_bytes
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def _pick_platform(index: documents.Index, digest: str) -> Descriptor:
     raise UnsupportedArtifact(f"index {digest} has no wasm platform (architecture wasm / os wasip1, wasip2)")
 
 
-def read(target: Target, desc: Descriptor) -> WasmArtifact:
+def read(target: ReadOnlyTarget, desc: Descriptor) -> WasmArtifact:
     if desc.media_type in mediatypes.INDEXES:
         what = f"index {desc.digest}"
         desc = _pick_platform(documents.index(fetch_bytes(target, desc, what), what), desc.digest)

@@ -20,7 +20,7 @@ from urllib.parse import urlencode, urlsplit
 
 from wasm_oci.errors import AuthenticationError, MalformedContent, StoreError
 from wasm_oci.oci import documents
-from wasm_oci.oci.layout import atomic_write
+from wasm_oci.files import atomic_write
 
 if TYPE_CHECKING:
     import requests

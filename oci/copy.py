@@ -1,7 +1,7 @@
 """Copy a manifest graph between two stores (registry <-> layout), children before parents.
 
-Every byte that moves passes `digest.verified` exactly once on the way; stores publish a blob
-only when that check completed, and the root is tagged last, so a failed copy leaves no tag
+Every byte that moves is verified by the store that takes it in (`Target.push_blob`), which
+publishes a blob only when that check completed; the root is tagged last, so a failed copy leaves no tag
 pointing at missing or wrong content. A hostile graph is bounded: each node is visited once
 (an index may list one child thousands of times), and the nodes and depth are capped.
 """
@@ -12,10 +12,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from wasm_oci.errors import MalformedContent, UnsupportedArtifact
-from wasm_oci.oci import digest as digests
 from wasm_oci.oci import documents, mediatypes
 from wasm_oci.oci.descriptor import Descriptor
-from wasm_oci.oci.target import Target, fetch_bytes
+from wasm_oci.oci.target import ReadOnlyTarget, Target, fetch_bytes
 
 MAX_NODES = 4096
 """Manifests and blobs one copy may visit: far beyond any real artifact's graph."""
@@ -52,13 +51,13 @@ def metered(chunks: Iterable[bytes], desc: Descriptor, progress: Progress | None
         yield chunk
 
 
-def copy_graph(src: Target, dst: Target, root: Descriptor, tag: str | None = None, progress: Progress | None = None) -> CopyStats:
+def copy_graph(src: ReadOnlyTarget, dst: Target, root: Descriptor, tag: str | None = None, progress: Progress | None = None) -> CopyStats:
     stats = CopyStats()
     _copy_node(src, dst, root, tag, progress, stats, 0)
     return stats
 
 
-def _copy_node(src: Target, dst: Target, desc: Descriptor, tag: str | None, progress: Progress | None, stats: CopyStats,
+def _copy_node(src: ReadOnlyTarget, dst: Target, desc: Descriptor, tag: str | None, progress: Progress | None, stats: CopyStats,
                depth: int) -> None:
     if desc.digest in stats.visited and tag is None:
         return
@@ -73,8 +72,7 @@ def _copy_node(src: Target, dst: Target, desc: Descriptor, tag: str | None, prog
                 progress(desc, desc.size)
             return
         with src.fetch(desc) as chunks:
-            checked = digests.verified(chunks, desc.digest, desc.size, f"blob {desc.digest}")
-            dst.push_blob(desc, metered(checked, desc, progress, stats))
+            dst.push_blob(desc, metered(chunks, desc, progress, stats))  # the store verifies what it takes in
         stats.blobs_copied += 1
         return
     data = fetch_bytes(src, desc, f"manifest {desc.digest}")

@@ -12,44 +12,20 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from wasm_oci.errors import MalformedContent, NotFound, StoreError
+from wasm_oci.files import atomic_write
+from wasm_oci.oci import digest as digests
 from wasm_oci.oci import documents, mediatypes
 from wasm_oci.oci.descriptor import Descriptor
-from wasm_oci.oci.reference import LayoutReference
 
 REF_NAME = "org.opencontainers.image.ref.name"
 MAX_INDEX = 64 << 20
 """index.json: the local store's lists every tag (~300 bytes each)."""
 _CHUNK = 1 << 20
-
-
-def atomic_write(path: Path, chunks: Iterable[bytes], mode: int = 0o644, durable: bool = True) -> None:
-    """Write to a sibling temp file and rename: readers see the old file or the whole new one, never a part.
-
-    `durable=False` skips the fsync: right for store blobs, which are re-verified on every read,
-    so a blob torn by a crash is detected instead of trusted.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for chunk in chunks:
-                out.write(chunk)
-            out.flush()
-            if durable:
-                os.fsync(out.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _is_file(path: Path) -> bool:
@@ -99,13 +75,14 @@ class OCILayout:
             yield iter(lambda: handle.read(_CHUNK), b"")
 
     def push_blob(self, desc: Descriptor, chunks: Iterable[bytes]) -> None:
+        content = digests.verified(chunks, desc.digest, desc.size, f"blob {desc.digest}")
         try:
-            atomic_write(self.blob_path(desc.digest), chunks, mode=0o444, durable=False)
+            atomic_write(self.blob_path(desc.digest), content, mode=0o444, durable=False)
         except OSError as exc:
             raise StoreError(f"cannot write blob {desc.digest} into {self.root}: {exc.strerror}") from None
 
     def push_manifest(self, desc: Descriptor, data: bytes, tag: str | None) -> None:
-        self.push_blob(desc, [data])
+        self.push_blob(desc, [data])  # verified there
         if tag:
             self.tag(desc, tag)
 
@@ -167,15 +144,17 @@ class OCILayout:
                 out[name] = Descriptor(desc.media_type, desc.digest, desc.size, annotations, desc.artifact_type, desc.platform)
         return out
 
-    def resolve(self, ref: LayoutReference) -> Descriptor:  # type: ignore[override]
-        if ref.digest:
+    def resolve(self, reference: str) -> Descriptor:
+        """A name (`org.opencontainers.image.ref.name`) or a digest in this layout."""
+        if reference.startswith(("sha256:", "sha512:")):
+            digest = digests.validate(reference)
             for entry in self._read_index()["manifests"]:
-                if entry.get("digest") == ref.digest:
+                if entry.get("digest") == digest:
                     return Descriptor.from_json(entry)
-            return self._sniff(ref.digest)
-        found = self.tags().get(ref.name or "")
+            return self._sniff(digest)
+        found = self.tags().get(reference)
         if found is None:
-            raise NotFound(f"{ref} not found in {self.root}")
+            raise NotFound(f"{reference} not found in {self.root}")
         return found
 
     def _sniff(self, digest: str) -> Descriptor:

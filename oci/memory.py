@@ -6,8 +6,9 @@ import contextlib
 from collections.abc import Iterable, Iterator
 
 from wasm_oci.errors import NotFound
+from wasm_oci.oci import digest as digests
 from wasm_oci.oci.descriptor import Descriptor
-from wasm_oci.oci.reference import Reference
+from wasm_oci.oci.target import checked
 
 
 class MemoryStore:
@@ -15,11 +16,10 @@ class MemoryStore:
         self._blobs: dict[str, bytes] = {}
         self._tags: dict[str, Descriptor] = {}
 
-    def resolve(self, ref: Reference) -> Descriptor:
-        name = ref.digest or getattr(ref, "name", None) or getattr(ref, "tag", None) or ""
-        if name in self._tags:
-            return self._tags[name]
-        raise NotFound(f"{ref} not found in memory store")
+    def resolve(self, reference: str) -> Descriptor:
+        if reference in self._tags:
+            return self._tags[reference]
+        raise NotFound(f"{reference} not found in memory store")
 
     def exists(self, desc: Descriptor) -> bool:
         return desc.digest in self._blobs
@@ -31,10 +31,10 @@ class MemoryStore:
         yield iter([self._blobs[desc.digest]])
 
     def push_blob(self, desc: Descriptor, chunks: Iterable[bytes]) -> None:
-        self._blobs[desc.digest] = b"".join(chunks)
+        self._blobs[desc.digest] = b"".join(digests.verified(chunks, desc.digest, desc.size, f"blob {desc.digest}"))
 
     def push_manifest(self, desc: Descriptor, data: bytes, tag: str | None) -> None:
-        self._blobs[desc.digest] = data
+        self._blobs[desc.digest] = checked(desc, data)
         self._tags[desc.digest] = desc
         if tag:
             self.tag(desc, tag)

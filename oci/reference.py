@@ -57,6 +57,11 @@ class LayoutReference:
     digest: str | None = None
     local_store: bool = False
 
+    @property
+    def reference(self) -> str:
+        """What the layout resolves: the digest wins over the name."""
+        return self.digest or self.name or ""
+
     def with_digest(self, digest: str) -> "LayoutReference":
         return LayoutReference(self.path, self.name, digest, self.local_store)
 

@@ -39,7 +39,7 @@ from wasm_oci.oci.auth import Authenticator, Credentials, DockerConfig
 from wasm_oci.oci.descriptor import Descriptor
 from wasm_oci.oci.options import RegistryOptions
 from wasm_oci.oci.reference import RegistryReference
-from wasm_oci.oci.target import fetch_bytes
+from wasm_oci.oci.target import checked, fetch_bytes
 from wasm_oci.oci.transport import Transport, origin
 
 _ACCEPT = ", ".join([mediatypes.OCI_MANIFEST, mediatypes.OCI_INDEX, mediatypes.DOCKER_MANIFEST, mediatypes.DOCKER_MANIFEST_LIST])
@@ -160,16 +160,19 @@ class RemoteRepository(oras.provider.Registry):
         raise RegistryError(f"{what}: {self.registry} answered {_describe(response, errors)}")
 
     # -- Target --------------------------------------------------------------------------------
-    def resolve(self, ref: RegistryReference) -> Descriptor:  # type: ignore[override]
-        """HEAD's headers, checked like a descriptor; without all of them, GET the manifest
-        (capped at documents.MAX_DOCUMENT) and describe what was served."""
-        url = f"{self.base}/manifests/{ref.reference}"
+    def resolve(self, reference: str) -> Descriptor:
+        """A tag or digest in this repository. HEAD's headers, checked like a descriptor;
+        without all of them, GET the manifest (capped at documents.MAX_DOCUMENT) and describe
+        what was served."""
+        pinned = reference if reference.startswith(("sha256:", "sha512:")) else None
+        ref = f"{self.registry}/{self.repository}" + (f"@{reference}" if pinned else f":{reference}")
+        url = f"{self.base}/manifests/{reference}"
         response = self._check(self.do_request(url, "HEAD", headers={"Accept": _ACCEPT}), (200,), str(ref))
         response.close()
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         digest = response.headers.get("Docker-Content-Digest")
         size = response.headers.get("Content-Length", "")
-        if ref.digest and digest and digest != ref.digest:
+        if pinned and digest and digest != pinned:
             raise DigestMismatch(f"{ref}: registry reports digest {digest[:80]}")
         if digest and size.isdigit() and media_type:
             return Descriptor.from_json({"mediaType": media_type, "digest": digest, "size": int(size)}, f"HEAD of {ref}")
@@ -177,7 +180,7 @@ class RemoteRepository(oras.provider.Registry):
         body = self.transport.read(got, documents.MAX_DOCUMENT, f"manifest {ref}")
         media_type = got.headers.get("Content-Type", "").split(";")[0].strip() or mediatypes.OCI_MANIFEST
         desc = Descriptor.from_json({"mediaType": media_type, "digest": digests.of_bytes(body), "size": len(body)}, f"GET of {ref}")
-        if ref.digest and desc.digest != ref.digest:
+        if pinned and desc.digest != pinned:
             raise DigestMismatch(f"{ref}: registry served content with digest {desc.digest}")
         return desc
 
@@ -201,6 +204,7 @@ class RemoteRepository(oras.provider.Registry):
             yield self.transport.chunks(response)
 
     def push_blob(self, desc: Descriptor, chunks: Iterable[bytes]) -> None:
+        chunks = digests.verified(chunks, desc.digest, desc.size, f"blob {desc.digest}")
         start = self._check(
             self.do_request(f"{self.base}/blobs/uploads/", "POST", headers={"Content-Length": "0"}), (202,), "start upload"
         )
@@ -228,6 +232,7 @@ class RemoteRepository(oras.provider.Registry):
 
     def _put_manifest(self, desc: Descriptor, data: bytes, tag: str | None) -> requests.Response:
         url = f"{self.base}/manifests/{tag or desc.digest}"
+        data = checked(desc, data)
         response = self.do_request(url, "PUT", data=data, headers={"Content-Type": desc.media_type})
         with response:
             self._check(response, (201,), f"manifest {desc.digest}")

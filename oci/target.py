@@ -1,7 +1,10 @@
-"""The content-store interface shared by the local OCI layout and remote registries.
+"""The content-store interfaces shared by the local OCI layout, remote registries, the
+in-memory store and (read-only) containerd's content store.
 
-Modelled on oras-go's split: a store resolves references to descriptors, fetches and pushes
-content by descriptor, and tags. `copy` moves graphs between any two stores through it.
+Modelled on oras-go's split: a read-only target fetches content by descriptor; a target also
+resolves its own references (a tag or a digest within that store) and takes content in,
+verifying it (digest and size) before anything is published. `copy` moves graphs from any
+read-only target to any target.
 """
 
 from __future__ import annotations
@@ -14,31 +17,38 @@ from wasm_oci.errors import MalformedContent
 from wasm_oci.oci import digest as digests
 from wasm_oci.oci.documents import MAX_DOCUMENT
 from wasm_oci.oci.descriptor import Descriptor
-from wasm_oci.oci.reference import Reference
 
 
-class Target(Protocol):
-    def resolve(self, ref: Reference) -> Descriptor:
-        """Tag or digest -> the manifest's descriptor (NotFound if absent)."""
-
+class ReadOnlyTarget(Protocol):
     def exists(self, desc: Descriptor) -> bool: ...
 
     def fetch(self, desc: Descriptor) -> AbstractContextManager[Iterator[bytes]]:
-        """Raw content chunks; the caller verifies them (see digest.verified)."""
+        """Raw content chunks; the reader verifies them (`fetch_bytes`, `digest.verified`)."""
+
+
+class Target(ReadOnlyTarget, Protocol):
+    def resolve(self, reference: str) -> Descriptor:
+        """A tag or a digest in this store -> the manifest's descriptor (NotFound if absent)."""
 
     def push_blob(self, desc: Descriptor, chunks: Iterable[bytes]) -> None:
-        """Store a blob; `chunks` is expected to raise if the content is wrong, and then nothing is kept."""
+        """Store a blob once its content matched `desc`; on a mismatch (DigestMismatch) nothing is kept."""
 
-    def push_manifest(self, desc: Descriptor, data: bytes, tag: str | None) -> None: ...
+    def push_manifest(self, desc: Descriptor, data: bytes, tag: str | None) -> None:
+        """Store a manifest that matches `desc`, then tag it."""
 
     def tag(self, desc: Descriptor, tag: str) -> None: ...
+
+
+def checked(desc: Descriptor, data: bytes, what: str = "manifest") -> bytes:
+    """`data` if it is what `desc` describes; what a store's push_manifest takes in."""
+    return b"".join(digests.verified([data], desc.digest, desc.size, f"{what} {desc.digest}"))
 
 
 MAX_WASM = 256 << 20
 """A wasm layer read into memory to be compiled (componentize-py's are ~20 MB)."""
 
 
-def fetch_bytes(target: Target, desc: Descriptor, what: str, limit: int = MAX_DOCUMENT) -> bytes:
+def fetch_bytes(target: ReadOnlyTarget, desc: Descriptor, what: str, limit: int = MAX_DOCUMENT) -> bytes:
     """Fetch an object whole and verify it; the bound is checked before a byte is read (and
     `verified` stops a store that sends more than the descriptor's size)."""
     if desc.size > limit:

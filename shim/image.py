@@ -10,13 +10,12 @@ imported on first use: a daemon whose guests all come from their rootfs never lo
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from wasm_oci.errors import NotFound, StoreError
+from wasm_oci.errors import NotFound
 from wasm_oci.oci.descriptor import Descriptor
-from wasm_oci.oci.reference import Reference
 from wasm_oci.shim.transport.rpc import RpcError
 
 if TYPE_CHECKING:
@@ -36,13 +35,11 @@ def _failure(exc: grpc.RpcError, what: str) -> Exception:
 
 
 class ContentTarget:
-    """containerd's content store in one namespace, read-only, as a `wasm_oci.oci.target.Target`."""
+    """containerd's content store in one namespace, as a `ReadOnlyTarget`: the shim reads
+    images, it never writes them."""
 
     def __init__(self, containerd: Containerd, namespace: str) -> None:
         self._containerd, self._namespace = containerd, namespace
-
-    def resolve(self, ref: Reference) -> Descriptor:
-        raise NotFound(f"{ref}: containerd's content store is addressed by digest only")
 
     def exists(self, desc: Descriptor) -> bool:
         return True  # only asked about what an image already names
@@ -50,15 +47,6 @@ class ContentTarget:
     @contextmanager
     def fetch(self, desc: Descriptor) -> Iterator[Iterator[bytes]]:
         yield self._containerd.read(self._namespace, desc.digest)
-
-    def push_blob(self, desc: Descriptor, chunks: Iterable[bytes]) -> None:
-        raise StoreError("containerd's content store is read-only to the shim")
-
-    def push_manifest(self, desc: Descriptor, data: bytes, tag: str | None) -> None:
-        raise StoreError("containerd's content store is read-only to the shim")
-
-    def tag(self, desc: Descriptor, tag: str) -> None:
-        raise StoreError("containerd's content store is read-only to the shim")
 
 
 class Containerd:

@@ -18,7 +18,7 @@ from wasm_oci.errors import StoreError, TrustConfigError
 from wasm_oci.oci import reference as references
 from wasm_oci.oci.api import open_target
 from wasm_oci.oci.descriptor import Descriptor
-from wasm_oci.oci.layout import atomic_write
+from wasm_oci.files import atomic_write
 from wasm_oci.oci.options import RegistryOptions
 from wasm_oci.oci.target import Target
 from wasm_oci.signing import attach, keys, policy, trust
@@ -65,7 +65,7 @@ def keygen(prefix: Path, password: str, force: bool = False) -> tuple[Path, Path
 def _open(ref_text: str, options: RegistryOptions | None) -> tuple[references.Reference, Target, Descriptor]:
     ref = references.parse(ref_text)
     target = open_target(ref, options)
-    return ref, target, target.resolve(ref)
+    return ref, target, target.resolve(ref.reference)
 
 
 def sign(ref_text: str, key: PrivateKey, options: RegistryOptions | None = None, layouts: Sequence[Layout] = LAYOUTS) -> SignResult:

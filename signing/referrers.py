@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 from wasm_oci.errors import MalformedContent, NotFound, UnsupportedArtifact
 from wasm_oci.oci import documents, mediatypes
 from wasm_oci.oci.descriptor import Descriptor
-from wasm_oci.oci.reference import LayoutReference, Reference, RegistryReference
+from wasm_oci.oci.reference import Reference
 from wasm_oci.oci.target import Target, fetch_bytes
 
 
@@ -31,17 +31,11 @@ def fallback_tag(digest: str) -> str:
     return digest.replace(":", "-", 1)
 
 
-def tagged(ref: Reference, tag: str) -> Reference:
-    """`tag` in the same repository or layout as `ref` (in layouts, digest-named tags are store-wide)."""
-    if isinstance(ref, RegistryReference):
-        return RegistryReference(ref.registry, ref.repository, tag)
-    return LayoutReference(ref.path, tag, local_store=ref.local_store)
-
-
 def fetch_tagged(target: Target, ref: Reference, tag: str) -> tuple[Descriptor, bytes] | None:
-    """The manifest or index under a tag next to `ref`, or None if there is no such tag."""
+    """The manifest or index under a tag next to `ref` (in layouts, digest-named tags are
+    store-wide), or None if there is no such tag."""
     try:
-        desc = target.resolve(tagged(ref, tag))
+        desc = target.resolve(tag)
     except NotFound:
         return None
     return desc, fetch_bytes(target, desc, f"{tag} ({desc.digest})")

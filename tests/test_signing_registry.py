@@ -160,7 +160,7 @@ def test_our_bundle_referrer_has_the_shape_cosign_writes(registry: RegistryServe
     _cosign_sign(cosign_keys, ref, digest, "bundle")
     signing.sign(ref, our_keys.load(), PLAIN, ("bundle",))
     target = _target(ref)
-    index = json.loads(fetch_bytes(target, target.resolve(parse(f"{_repo_of(ref)}:{digest.replace(':', '-')}")), "index"))
+    index = json.loads(fetch_bytes(target, target.resolve(parse(f"{_repo_of(ref)}:{digest.replace(':', '-')}").reference), "index"))
     theirs, ours = (json.loads(fetch_bytes(target, Descriptor.from_json(entry), "referrer")) for entry in index["manifests"])
     assert _shape(ours) == _shape(theirs) and _shape(ours)["subject"] == digest
     assert ours["annotations"][bundle.PREDICATE_ANNOTATION] == theirs["annotations"][bundle.PREDICATE_ANNOTATION]
@@ -235,7 +235,7 @@ def test_signature_by_another_key_is_refused(wasm_oci: ToolRunner, registry: Reg
 
 
 def _get_json(target: Target, ref: str) -> dict:
-    return json.loads(fetch_bytes(target, target.resolve(parse(ref)), ref))
+    return json.loads(fetch_bytes(target, target.resolve(parse(ref).reference), ref))
 
 
 def _put(target: Target, media_type: str, data: bytes, tag: str | None = None) -> Descriptor:
@@ -267,7 +267,7 @@ def _move_bundle(target: Target, repo: str, source: str, dest: str, edit: bool) 
         statement["subject"][0]["digest"]["sha256"] = dest.split(":")[1]
         doc["dsseEnvelope"]["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
         layer = _put(target, bundle.MEDIA_TYPE, json.dumps(doc).encode())
-        desc, manifest = bundle.manifest(layer, target.resolve(parse(f"{repo}@{dest}")))
+        desc, manifest = bundle.manifest(layer, target.resolve(parse(f"{repo}@{dest}").reference))
         target.push_manifest(desc, manifest, None)
         index["manifests"] = [desc.to_json()]
     _put(target, index["mediaType"], json.dumps(index).encode(), dest.replace(":", "-"))
@@ -368,5 +368,5 @@ def test_check_policy_is_the_single_call_for_run_and_shim(registry: RegistryServ
     policy = signing.load_policy(tmp_path / "policy.json")
     parsed = parse(ref)
     target = _target(ref)
-    decision = signing.check_policy(parsed, target, target.resolve(parsed), trust_policy=policy)
+    decision = signing.check_policy(parsed, target, target.resolve(parsed.reference), trust_policy=policy)
     assert decision.mode == "enforce" and [f.status for f in decision.verification.verified] == ["verified"]
