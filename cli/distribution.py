@@ -12,7 +12,7 @@ import click
 from wasm_oci.cli.options import build_registry_options, output_format, registry_options
 from wasm_oci.cli.output import ProgressLine, emit_json, human_size, printable
 from wasm_oci.cli.signing import report_signed, report_trust, sign_key_option, signature_lines, verify_key_option
-from wasm_oci.oci import api
+from wasm_oci import api
 from wasm_oci.oci.artifact import WasmArtifact
 
 

@@ -21,7 +21,7 @@ from wasm_oci.engine.spec import INHERIT, Inherit, Preopen, RunSpec
 
 if TYPE_CHECKING:
     from wasm_oci.engine import Engine, Program
-    from wasm_oci.engine.source import Source
+    from wasm_oci.cli.source import Source
 
 _SIZE = re.compile(r"^(\d+)\s*([kmg]?)i?b?$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -83,7 +83,7 @@ def guest_options(memory: str | None, timeout: float | None) -> Any:
 
 def _load(source: str, verify_keys: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Engine, Source, Program]:
     from wasm_oci.engine.runner import Engine  # wasmtime: ~40 ms, paid only by run and serve
-    from wasm_oci.engine.source import resolve
+    from wasm_oci.cli.source import resolve
 
     src = resolve(source, build_registry_options(**kwargs), verify_keys)
     report_trust(src.trust, verbose=False)

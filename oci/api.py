@@ -1,8 +1,8 @@
-"""The distribution operations as a Python API; the CLI is a thin layer over these functions.
+"""The distribution operations: package, push/copy, pull, inspect, login.
 
-    from wasm_oci.oci import api
-    result = api.push("hello.wasm", "registry.example/acme/hello:1.0")
-    api.pull("registry.example/acme/hello:1.0", output=Path("hello.wasm"))
+This layer checks digests, never signatures: a trust check and a signer are passed in
+(`check`, `sign`), as oras-go's copy takes a policy callback. `wasm_oci.api` passes the trust
+policy's and is what users call; this module knows nothing of `signing`.
 
 References are strings in the grammar of `wasm_oci.oci.reference`; registry connection settings
 come in a `RegistryOptions`. Errors are `wasm_oci.errors.WasmOciError` subclasses.
@@ -11,10 +11,10 @@ come in a `RegistryOptions`. Errors are `wasm_oci.errors.WasmOciError` subclasse
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from wasm_oci import paths
 from wasm_oci.errors import InvalidWasm, NotFound, StoreError
@@ -33,16 +33,23 @@ from wasm_oci.oci.reference import LayoutReference, Reference, RegistryReference
 from wasm_oci.oci.options import RegistryOptions
 from wasm_oci.oci.target import Target
 
-if TYPE_CHECKING:
-    from wasm_oci.signing.attach import Attached
-    from wasm_oci.signing.keys import PrivateKey, PublicKey
-    from wasm_oci.signing.trust import Decision
-
 __all__ = [
     "RegistryOptions", "PackageOptions", "Result", "open_target", "package_file", "push", "pull",
     "copy", "inspect", "login", "logout",
 ]
 PackageOptions = packaging.PackageOptions
+
+
+class Report(Protocol):
+    """What a trust check or a signer reports back, for `--format json`."""
+
+    def to_json(self) -> dict[str, object]: ...
+
+
+TrustCheck = Callable[[Reference, Target, Descriptor], Report | None]
+"""Called with what a pull resolved, before anything is written; raises to refuse it."""
+Signer = Callable[[Target, Reference, Descriptor], Sequence[Report]]
+"""Called once a copy's root is in its destination; returns what it attached."""
 
 
 @dataclass(frozen=True)
@@ -53,8 +60,8 @@ class Result:
     descriptor: Descriptor
     stats: CopyStats | None = None
     output: Path | None = None
-    signatures: tuple[Attached, ...] = ()  # push --sign-key: what was attached
-    trust: Decision | None = None  # pull: the signature check that let it through
+    signatures: tuple[Report, ...] = ()  # push --sign-key: what was attached
+    trust: Report | None = None  # pull: the signature check that let it through
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -146,20 +153,16 @@ def copy(
     dst_options: RegistryOptions | None = None,
     progress: Progress | None = None,
     package_options: PackageOptions = PackageOptions(),
-    sign_key: PrivateKey | None = None,
+    sign: Signer | None = None,
 ) -> Result:
-    """Copy an artifact and all its blobs; the manifest digest is unchanged. `sign_key` signs it once it is there."""
+    """Copy an artifact and all its blobs; the manifest digest is unchanged. `sign` signs it once it is there."""
     dst_ref = references.parse(dest)
     src, root = _source(source, package_options, src_options)
     if dst_ref.digest and dst_ref.digest != root.digest:
         raise StoreError(f"{dest} names digest {dst_ref.digest}, but the source is {root.digest}")
     dst = open_target(dst_ref, dst_options, create=True)
     stats = copy_graph(src, dst, root, _tag_of(dst_ref) if not dst_ref.digest else None, progress)
-    signed: tuple[Attached, ...] = ()
-    if sign_key is not None:
-        from wasm_oci.signing import attach  # cryptography costs ~15 ms to import: only when signing
-
-        signed = tuple(attach.sign(dst, dst_ref, root, sign_key))
+    signed = tuple(sign(dst, dst_ref, root)) if sign is not None else ()
     return Result(str(dst_ref.with_digest(root.digest)), root, stats, signatures=signed)
 
 
@@ -186,20 +189,19 @@ def pull(
     options: RegistryOptions | None = None,
     output: Path | None = None,
     progress: Progress | None = None,
-    verify_keys: Sequence[PublicKey] = (),
+    check: TrustCheck | None = None,
 ) -> Result:
     """Fetch into the local store, or with `output` write just the wasm there; every byte is verified.
 
-    Signatures are checked first (`verify_keys`, else the trust policy), and the artifact must
-    hold a wasm layer, so a refused artifact leaves nothing behind. The output file appears whole
-    or not at all; on any failure an existing file there is untouched.
+    `check` runs first (signatures are not this layer's: `wasm_oci.api.pull` passes the trust
+    policy's), and the artifact must hold a wasm layer, so a refused artifact leaves nothing
+    behind. The output file appears whole or not at all; on any failure an existing file there
+    is untouched.
     """
-    from wasm_oci.signing import trust
-
     ref = references.parse(ref_text)
     src = open_target(ref, options)
     root = src.resolve(ref.reference)
-    decision = trust.check(ref, src, root, verify_keys)
+    decision = check(ref, src, root) if check is not None else None
     artifact = read_artifact(src, root)
     canonical = str(ref.with_digest(root.digest))
     if output is not None:

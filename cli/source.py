@@ -1,7 +1,7 @@
 """What `run` and `serve` were asked to run -> verified Wasm bytes, a name and default env.
 
 A SRC is a .wasm file, or a reference (registry, oci:PATH or local-store name). A reference
-goes through `api.pull`, which checks signatures per the trust policy and verifies every blob
+goes through `wasm_oci.api.pull`, which checks signatures per the trust policy and verifies every blob
 into the local store; the wasm layer is then read back from the store and its digest checked
 again, so the bytes the engine runs are the bytes the manifest names.
 """
@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wasm_oci import paths
+from wasm_oci import api, paths
 from wasm_oci.errors import SignatureError
-from wasm_oci.oci import api
+from wasm_oci.oci import api as distribution
 from wasm_oci.oci import digest as digests
 from wasm_oci.oci.artifact import read as read_artifact
 from wasm_oci.oci.layout import OCILayout
@@ -43,10 +43,10 @@ class Source:
 def resolve(src: str, options: RegistryOptions | None = None, verify_keys: Sequence[PublicKey] = ()) -> Source:
     """`verify_keys` (--verify-key) replace the trust policy's keys for a reference."""
     path = Path(src)
-    if api.names_wasm_file(src):
+    if distribution.names_wasm_file(src):
         if verify_keys:
             raise SignatureError(f"{src} is a file, which carries no signature to verify (--verify-key needs a reference)")
-        wasm = api.read_wasm_file(path)
+        wasm = distribution.read_wasm_file(path)
         return Source(wasm, digests.of_bytes(wasm), path.name)
     pulled = api.pull(src, options, verify_keys=verify_keys)
     store = OCILayout(paths.local_store())
