@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from wasm_oci.errors import InvalidWasm
+from wasm_oci.errors import UsageError
 from wasm_oci.oci import mediatypes
 from wasm_oci.oci.descriptor import Descriptor
 from wasm_oci.oci.wasminfo import WasmInfo
@@ -56,8 +56,8 @@ def creation_time(explicit: datetime | None = None) -> datetime:
     if epoch:
         try:
             return datetime.fromtimestamp(int(epoch), timezone.utc)
-        except ValueError:
-            raise InvalidWasm(f"SOURCE_DATE_EPOCH={epoch!r} is not a whole number of seconds") from None
+        except (ValueError, OverflowError, OSError):
+            raise UsageError(f"SOURCE_DATE_EPOCH={epoch[:40]!r} is not a whole number of seconds since 1970") from None
     return datetime.now(timezone.utc).replace(microsecond=0)
 
 

@@ -15,6 +15,13 @@ class WasmOciError(Exception):
     grpc_code: str = "UNKNOWN"
 
 
+class UsageError(WasmOciError):
+    """A command line, option or environment setting that cannot be used (as click's usage errors)."""
+
+    exit_code = 2
+    grpc_code = "INVALID_ARGUMENT"
+
+
 class InvalidReference(WasmOciError):
     """A reference string that is neither a registry nor a layout reference."""
 
