@@ -13,6 +13,7 @@ from wasm_oci.cli.options import build_registry_options, output_format, registry
 from wasm_oci.cli.output import ProgressLine, emit_json, human_size, printable
 from wasm_oci.cli.signing import report_signed, report_trust, sign_key_option, signature_lines, verify_key_option
 from wasm_oci import api
+from wasm_oci.oci.api import names_wasm_file
 from wasm_oci.oci.artifact import WasmArtifact
 
 
@@ -162,14 +163,16 @@ def _artifact_json(ref: str, art: WasmArtifact) -> dict[str, Any]:
 @verify_key_option
 @output_format
 def inspect_cmd(ref: str, fmt: str, verify_keys: Any, **kwargs: Any) -> None:
-    """Show an artifact's manifest, config, world, sizes and signatures (checked with --verify-key or the policy's keys)."""
+    """Show an artifact's manifest, config, world, sizes and signatures (checked with --verify-key
+    or the policy's keys). REF may be a .wasm file (packaged in memory, as push would)."""
     from wasm_oci.signing import api as signing  # cryptography costs ~15 ms to import
 
     options = build_registry_options(**kwargs)
     art = api.inspect(ref, options)
-    signatures = signing.signatures(ref, verify_keys, options)
+    # A file has no signatures; offline, the registry that holds them is out of reach.
+    signatures = None if names_wasm_file(ref) or options.offline else signing.signatures(ref, verify_keys, options)
     if fmt == "json":
-        emit_json({**_artifact_json(ref, art), "signatures": [f.to_json() for f in signatures.findings]})
+        emit_json({**_artifact_json(ref, art), "signatures": [f.to_json() for f in signatures.findings] if signatures else None})
         return
     lines = [
         f"Reference:    {ref}",
@@ -185,7 +188,7 @@ def inspect_cmd(ref: str, fmt: str, verify_keys: Any, **kwargs: Any) -> None:
     lines.append(f"World target: {art.target or '-'}")
     lines += [f"  import {name}" for name in art.imports]
     lines += [f"  export {name}" for name in art.exports]
-    lines += signature_lines(signatures)
+    lines += signature_lines(signatures) if signatures else ["Signatures:   not looked up (" + ("a file)" if not options.offline else "--offline)")]
     click.echo("\n".join(printable(line) for line in lines))
 
 

@@ -11,6 +11,7 @@ from wasm_oci.cli.distribution import copy_cmd, inspect_cmd, login_cmd, logout_c
 from wasm_oci.cli.output import printable
 from wasm_oci.cli.run import run_cmd, serve_cmd
 from wasm_oci.cli.signing import keygen_cmd, sign_cmd, verify_cmd
+from wasm_oci.cli.store import images_cmd, prune_cmd, rm_cmd, tag_cmd
 from wasm_oci.errors import WasmOciError
 
 
@@ -20,7 +21,8 @@ def cli() -> None:
     """Package, distribute and run WebAssembly components as OCI artifacts."""
 
 
-for command in (package_cmd, push_cmd, pull_cmd, inspect_cmd, copy_cmd, login_cmd, logout_cmd, keygen_cmd, sign_cmd, verify_cmd, run_cmd, serve_cmd):
+for command in (package_cmd, push_cmd, pull_cmd, inspect_cmd, copy_cmd, login_cmd, logout_cmd, keygen_cmd, sign_cmd, verify_cmd,
+                run_cmd, serve_cmd, images_cmd, tag_cmd, rm_cmd, prune_cmd):
     cli.add_command(command)
 
 

@@ -23,6 +23,7 @@ def registry_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--registry-timeout", type=click.FloatRange(min=0, min_open=True), default=RegistryOptions.deadline,
                      envvar="WASM_OCI_REGISTRY_TIMEOUT", show_default=True, metavar="SECONDS",
                      help="Seconds a whole registry operation may take (every request of a pull or push)."),
+        click.option("--offline", is_flag=True, help="Use only the local store: a registry reference must have been pulled (by that name or digest)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -31,14 +32,14 @@ def registry_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def build_registry_options(
     plain_http: bool, ca_file: Path | None, insecure: bool, username: str | None, password: str | None, password_stdin: bool,
-    registry_timeout: float = RegistryOptions.deadline, **_: Any
+    registry_timeout: float = RegistryOptions.deadline, offline: bool = False, **_: Any
 ) -> RegistryOptions:
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     if password and not username:
         raise click.UsageError("--password needs --username")
     return RegistryOptions(plain_http=plain_http, ca_file=ca_file, insecure_skip_tls_verify=insecure, username=username,
-                           password=password, deadline=registry_timeout)
+                           password=password, deadline=registry_timeout, offline=offline)
 
 
 def output_format(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Protocol
 
 from wasm_oci import paths
-from wasm_oci.errors import InvalidWasm, NotFound, StoreError
+from wasm_oci.errors import InvalidReference, InvalidWasm, NotFound, StoreError, UsageError
 from wasm_oci.oci import digest as digests
+from wasm_oci.oci import localstore
 from wasm_oci.oci import package as packaging
 from wasm_oci.oci import reference as references
 from wasm_oci.oci import wasminfo
@@ -83,6 +84,8 @@ class Result:
 
 def open_target(ref: Reference, options: RegistryOptions | None = None, create: bool = False) -> Target:
     if isinstance(ref, RegistryReference):
+        if options is not None and options.offline:
+            raise UsageError(f"{ref} is on a registry, and --offline forbids contacting one")
         from wasm_oci.oci.remote import RemoteRepository  # the HTTP stack costs ~110 ms to import
 
         return RemoteRepository(ref, options)
@@ -131,7 +134,23 @@ def package(path: Path, dest: str, opts: PackageOptions = PackageOptions()) -> R
 
 def names_wasm_file(source: str) -> bool:
     """Whether a SOURCE argument means a .wasm file rather than a reference (push, copy, run)."""
-    return source.endswith(".wasm") or (Path(source).is_file() and not source.startswith("oci:"))
+    return source.endswith(".wasm") or (not source.startswith("oci:") and _is(Path.is_file, source))
+
+
+def _is(test: Callable[[Path], bool], text: str) -> bool:
+    try:
+        return test(Path(text))
+    except (OSError, ValueError):  # a name too long for a path, a NUL: not a file anyway
+        return False
+
+
+def parse_source(text: str) -> Reference:
+    """A reference, with a word for the directory people pass by mistake (a name would otherwise
+    be looked up in the local store and reported missing there)."""
+    if not text.startswith("oci:") and ("/" in text or text.startswith(".")) and _is(Path.is_dir, text):
+        layout = " (it holds an OCI image layout: use oci:" + text + ")" if _is(Path.is_file, f"{text}/oci-layout") else ""
+        raise InvalidReference(f"{text} is a directory; expected a .wasm file, oci:PATH for an OCI layout, or a reference{layout}")
+    return references.parse(text)
 
 
 def _source(source: str, opts: PackageOptions, options: RegistryOptions | None) -> tuple[Target, Descriptor]:
@@ -141,7 +160,7 @@ def _source(source: str, opts: PackageOptions, options: RegistryOptions | None) 
         memory = MemoryStore()
         store_packaged(memory, packaged, wasm, None)
         return memory, packaged.manifest
-    ref = references.parse(source)
+    ref = parse_source(source)
     target = open_target(ref, options)
     return target, target.resolve(ref.reference)
 
@@ -170,18 +189,29 @@ push = copy
 """Push is a copy whose source is usually a .wasm file or a local-store tag."""
 
 
-def inspect(ref_text: str, options: RegistryOptions | None = None) -> WasmArtifact:
-    ref = references.parse(ref_text)
+def _resolve(ref: Reference, options: RegistryOptions | None) -> tuple[Target, Descriptor, bool]:
+    """Where `ref` is read from: the local store when it holds a registry reference pinned by
+    digest (or by name, with `options.offline`), else its own store; and whether that was the
+    local store."""
+    offline = options is not None and options.offline
+    if isinstance(ref, RegistryReference):
+        local = localstore.lookup(ref, offline)
+        if local is not None:
+            return localstore.open_store(), local, True
+        if offline:
+            raise NotFound(f"{ref} is not in the local store ({paths.local_store()}), and --offline forbids the registry")
     target = open_target(ref, options)
-    return read_artifact(target, target.resolve(ref.reference))
+    return target, target.resolve(ref.reference), False
 
 
-def _local_name(ref: Reference, digest: str) -> str:
-    if isinstance(ref, LayoutReference) and ref.local_store and ref.name:
-        return ref.name
-    base = f"{ref.registry}/{ref.repository}" if isinstance(ref, RegistryReference) else f"oci:{ref.path}"
-    tag = _tag_of(ref)
-    return f"{base}:{tag}" if tag and not ref.digest else f"{base}@{digest}"
+def inspect(ref_text: str, options: RegistryOptions | None = None) -> WasmArtifact:
+    if names_wasm_file(ref_text):
+        packaged, wasm = package_file(Path(ref_text))
+        memory = MemoryStore()
+        store_packaged(memory, packaged, wasm, None)
+        return read_artifact(memory, packaged.manifest)
+    target, root, _ = _resolve(parse_source(ref_text), options)
+    return read_artifact(target, root)
 
 
 def pull(
@@ -196,20 +226,28 @@ def pull(
     `check` runs first (signatures are not this layer's: `wasm_oci.api.pull` passes the trust
     policy's), and the artifact must hold a wasm layer, so a refused artifact leaves nothing
     behind. The output file appears whole or not at all; on any failure an existing file there
-    is untouched.
+    is untouched, and blobs stored before the failure are removed again.
+
+    A registry reference pinned by digest that the local store already holds is served from it
+    without the registry or `check` (it was checked when it came in); `options.offline` does
+    the same for a name, and never contacts the registry.
     """
-    ref = references.parse(ref_text)
-    src = open_target(ref, options)
-    root = src.resolve(ref.reference)
-    decision = check(ref, src, root) if check is not None else None
+    ref = parse_source(ref_text)
+    src, root, local = _resolve(ref, options)
+    decision = check(ref, src, root) if check is not None and not local else None
     artifact = read_artifact(src, root)
     canonical = str(ref.with_digest(root.digest))
     if output is not None:
         written, stats = _export_layer(src, artifact.layer, output, progress)
         return Result(canonical, root, stats, written, trust=decision)
-    store = OCILayout(paths.local_store(), create=True)
-    stats = copy_graph(src, store, root, None, progress)
-    store.tag(root, _local_name(ref, root.digest))
+    store = localstore.open_store(create=True)
+    stats = CopyStats()
+    try:
+        copy_graph(src, store, root, None, progress, stats)
+    except BaseException:
+        localstore.prune(set(stats.written))
+        raise
+    store.tag(root, localstore.name_for(ref, root.digest))
     return Result(canonical, root, stats, trust=decision)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from wasm_oci.errors import MalformedContent, UnsupportedArtifact
+from wasm_oci.errors import MalformedContent, UnsupportedArtifact, WasmOciError
 from wasm_oci.oci import documents, mediatypes
 from wasm_oci.oci.descriptor import Descriptor
 from wasm_oci.oci.target import ReadOnlyTarget, Target, fetch_bytes
@@ -31,6 +31,8 @@ class CopyStats:
     blobs_skipped: int = 0
     bytes_copied: int = 0
     visited: set[str] = field(default_factory=set, repr=False)
+    written: list[str] = field(default_factory=list, repr=False)
+    """Digests this copy stored (not those already there): what a failed copy leaves behind."""
 
 
 def children(desc: Descriptor, manifest: bytes) -> list[Descriptor]:
@@ -43,6 +45,24 @@ def children(desc: Descriptor, manifest: bytes) -> list[Descriptor]:
     raise UnsupportedArtifact(f"{desc.digest} has media type {desc.media_type}, not an OCI manifest or index")
 
 
+def reachable(store: ReadOnlyTarget, roots: list[Descriptor]) -> set[str]:
+    """Digests of everything `roots` lead to in `store`, as far as it holds them (a missing
+    or unreadable manifest ends its branch: what it would reach is not there to keep)."""
+    seen: set[str] = set()
+    pending = list(roots)
+    while pending:
+        desc = pending.pop()
+        if desc.digest in seen:
+            continue
+        seen.add(desc.digest)
+        if desc.media_type in mediatypes.MANIFESTS | mediatypes.INDEXES:
+            try:
+                pending += children(desc, fetch_bytes(store, desc, f"manifest {desc.digest}"))
+            except WasmOciError:
+                continue
+    return seen
+
+
 def metered(chunks: Iterable[bytes], desc: Descriptor, progress: Progress | None, stats: CopyStats) -> Iterator[bytes]:
     for chunk in chunks:
         stats.bytes_copied += len(chunk)
@@ -51,8 +71,10 @@ def metered(chunks: Iterable[bytes], desc: Descriptor, progress: Progress | None
         yield chunk
 
 
-def copy_graph(src: ReadOnlyTarget, dst: Target, root: Descriptor, tag: str | None = None, progress: Progress | None = None) -> CopyStats:
-    stats = CopyStats()
+def copy_graph(src: ReadOnlyTarget, dst: Target, root: Descriptor, tag: str | None = None, progress: Progress | None = None,
+               stats: CopyStats | None = None) -> CopyStats:
+    """`stats` (optional) is filled as the copy goes, so a caller still has it when the copy fails."""
+    stats = stats if stats is not None else CopyStats()
     _copy_node(src, dst, root, tag, progress, stats, 0)
     return stats
 
@@ -73,6 +95,7 @@ def _copy_node(src: ReadOnlyTarget, dst: Target, desc: Descriptor, tag: str | No
             return
         with src.fetch(desc) as chunks:
             dst.push_blob(desc, metered(chunks, desc, progress, stats))  # the store verifies what it takes in
+        stats.written.append(desc.digest)
         stats.blobs_copied += 1
         return
     data = fetch_bytes(src, desc, f"manifest {desc.digest}")
@@ -81,3 +104,4 @@ def _copy_node(src: ReadOnlyTarget, dst: Target, desc: Descriptor, tag: str | No
     for child in children(desc, data):
         _copy_node(src, dst, child, None, progress, stats, depth + 1)
     dst.push_manifest(desc, data, tag)
+    stats.written.append(desc.digest)

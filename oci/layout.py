@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-from collections.abc import Iterable, Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,32 @@ class OCILayout:
         if found is None:
             raise NotFound(f"{reference} not found in {self.root}")
         return found
+
+    def blobs(self) -> dict[str, int]:
+        """Every blob file: digest -> size."""
+        found: dict[str, int] = {}
+        for algorithm in ("sha256", "sha512"):
+            folder = self.root / "blobs" / algorithm
+            if folder.is_dir():
+                for entry in os.scandir(folder):
+                    if entry.is_file() and not entry.name.startswith("."):
+                        found[f"{algorithm}:{entry.name}"] = entry.stat().st_size
+        return found
+
+    def prune(self, reachable: Callable[[list[Descriptor]], set[str]], candidates: set[str] | None = None) -> tuple[int, int]:
+        """Remove blobs that no tag reaches (only among `candidates` when given), under the
+        index lock so no tag is added meanwhile; (blobs removed, bytes freed). `reachable`
+        walks the graphs of the tagged descriptors (copy.reachable)."""
+        removed = freed = 0
+        with self._locked_index() as index:
+            keep = reachable([Descriptor.from_json(entry) for entry in index["manifests"]])
+            for digest, size in self.blobs().items():
+                if digest in keep or (candidates is not None and digest not in candidates):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    self.blob_path(digest).unlink()
+                    removed, freed = removed + 1, freed + size
+        return removed, freed
 
     def _sniff(self, digest: str) -> Descriptor:
         """A manifest known only by digest: read its mediaType to build a descriptor."""

@@ -1,4 +1,4 @@
-"""How to reach a registry; kept apart from `remote` so callers need not import the HTTP stack."""
+"""How to reach a registry (or not to); kept apart from `remote` so callers need not import the HTTP stack."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ class RegistryOptions:
     """Seconds one socket operation (connect, a read) may wait."""
     deadline: float = 600.0
     """Seconds a whole operation (a pull, a push, a copy: every request of it) may take."""
+    offline: bool = False
+    """Never contact a registry: registry references are read from the local store (by the
+    name they were pulled under, or by digest) or not at all."""
 
     @property
     def verify(self) -> bool | str:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wasm_oci.oci import api as distribution
+from wasm_oci.oci import localstore
 from wasm_oci.oci.api import PackageOptions, Result, inspect, login, logout, package
 from wasm_oci.oci.copy import Progress
 from wasm_oci.oci.descriptor import Descriptor
@@ -32,8 +33,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RegistryOptions", "PackageOptions", "Result", "package", "push", "copy", "pull", "inspect", "login", "logout",
-    "load_private_key", "load_public_key",
+    "load_private_key", "load_public_key", "images", "tag", "remove", "prune",
 ]
+
+images = localstore.entries
+"""What the local store holds: (name, descriptor) entries."""
+tag = localstore.tag
+"""tag(source, name): keep what `source` (a store name, or a pulled registry reference) names under `name` too."""
+remove = localstore.remove
+"""remove(names): drop names from the local store; their blobs go at the next `prune`."""
+prune = localstore.prune
+"""prune(): free the blobs no name reaches; (blobs removed, bytes freed)."""
 
 
 def load_private_key(path: Path, password: str | None) -> PrivateKey:
