@@ -88,13 +88,13 @@ def _report(result: api.Result, fmt: str, verb: str) -> None:
 @click.command("package")
 @click.argument("wasm", type=click.Path(path_type=Path))
 @click.option("-t", "--tag", "dest", default=None, help="Where to store it: a local-store NAME[:TAG] (default: file name) or oci:PATH[:TAG].")
-@click.option("--format", "pkg_format", type=FORMATS, default="image", show_default=True, help=FORMAT_HELP)
+@click.option("--package-format", "pkg_format", type=FORMATS, default="image", show_default=True, help=FORMAT_HELP)
 @package_options
-@click.option("--json", "as_json", is_flag=True, help="Print reference, digest, media type and size as JSON.")
-def package_cmd(wasm: Path, dest: str | None, as_json: bool, **kwargs: Any) -> None:
+@output_format
+def package_cmd(wasm: Path, dest: str | None, fmt: str, **kwargs: Any) -> None:
     """Package a .wasm component or module as an OCI artifact in a local store."""
     result = api.package(wasm, dest or wasm.stem.lower().replace("_", "-") + ":latest", _package_opts(**kwargs))
-    _report(result, "json" if as_json else "text", "package")
+    _report(result, fmt, "package")
 
 
 @click.command("push")

@@ -100,12 +100,13 @@ def keygen_cmd(prefix: str, no_password: bool, force: bool) -> None:
         password = click.prompt("Password for the private key", hide_input=True, confirmation_prompt=True, default="", show_default=False)
     private, public = signing.keygen(Path(prefix), password, force)
     click.echo(f"Private key written to {private}", err=True)
-    click.echo(public)
+    click.echo(f"Public key written to {public}", err=True)
+    click.echo(public)  # stdout: the path scripts pass on to --verify-key
 
 
 @click.command("sign")
 @click.argument("ref")
-@click.option("--key", type=KEY_PATH, required=True, callback=_private_key, help="Private key. " + PASSWORD_HELP)
+@click.option("--sign-key", "--key", "key", type=KEY_PATH, required=True, callback=_private_key, help="Private key. " + PASSWORD_HELP)
 @click.option("--signature-format", type=click.Choice(["both", "bundle", "legacy"]), default="both", show_default=True,
               help="bundle: sigstore bundle referrer (cosign 3's default); legacy: the sha256-<hex>.sig tag (what cosign 2 reads).")
 @registry_options
@@ -125,7 +126,7 @@ def sign_cmd(ref: str, key: PrivateKey, signature_format: str, fmt: str, **kwarg
 
 @click.command("verify")
 @click.argument("ref")
-@click.option("--key", "trusted", type=KEY_PATH, multiple=True, callback=_public_keys,
+@click.option("--verify-key", "--key", "trusted", type=KEY_PATH, multiple=True, callback=_public_keys,
               help="Trusted public key (repeatable); default: the trust policy's keys for REF.")
 @registry_options
 @output_format

@@ -2,7 +2,7 @@
 # The main job on the embedded default, on a fresh machine: install, then package the example
 # component, push it signed into a local OCI image layout, pull it back digest- and
 # signature-verified, show what it is, and run it in the sandboxed engine.
-# No registry and no containerd needed.
+# No registry and no containerd needed; everything it writes stays under .cache/demo.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -11,6 +11,9 @@ cd "$root"
 wasm_oci=.venv/bin/wasm-oci
 demo=.cache/demo
 rm -rf "$demo" && mkdir -p "$demo"
+# A home of its own: the demo's local store and compile cache stay under .cache/demo, not in
+# your ~/.local/share/wasm-oci (unset WASM_OCI_HOME, or drop this line, to use your own).
+export WASM_OCI_HOME="$root/$demo/home"
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 

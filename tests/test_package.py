@@ -79,18 +79,18 @@ def test_module_artifact_has_no_component_section() -> None:
 
 
 def test_same_input_and_time_give_the_same_digest(wasm_oci: ToolRunner) -> None:
-    first = json.loads(wasm_oci("package", HELLO, "-t", "a:1", "--created", "2024-01-02T03:04:05Z", "--json").stdout)
-    second = json.loads(wasm_oci("package", HELLO, "-t", "b:1", "--created", "1704164645", "--json").stdout)
+    first = json.loads(wasm_oci("package", HELLO, "-t", "a:1", "--created", "2024-01-02T03:04:05Z", "--format", "json").stdout)
+    second = json.loads(wasm_oci("package", HELLO, "-t", "b:1", "--created", "1704164645", "--format", "json").stdout)
     assert first["digest"] == second["digest"]
     wasm_oci.env["SOURCE_DATE_EPOCH"] = "1704164645"
-    third = json.loads(wasm_oci("package", HELLO, "-t", "d:1", "--json").stdout)
+    third = json.loads(wasm_oci("package", HELLO, "-t", "d:1", "--format", "json").stdout)
     assert third["digest"] == first["digest"]
-    other = json.loads(wasm_oci("package", HELLO, "-t", "e:1", "--created", "1704164646", "--json").stdout)
+    other = json.loads(wasm_oci("package", HELLO, "-t", "e:1", "--created", "1704164646", "--format", "json").stdout)
     assert other["digest"] != first["digest"]
 
 
 def test_package_into_a_layout_directory(wasm_oci: ToolRunner, tmp_path: Path) -> None:
-    out = wasm_oci("package", MODULE, "-t", f"oci:{tmp_path}/layout:v1", "--format", "artifact").stdout.strip()
+    out = wasm_oci("package", MODULE, "-t", f"oci:{tmp_path}/layout:v1", "--package-format", "artifact").stdout.strip()
     assert out.startswith(f"oci:{tmp_path}/layout:v1@sha256:")
     index = json.loads((tmp_path / "layout" / "index.json").read_text())
     assert index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] == "v1"
