@@ -35,8 +35,12 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("wasm-oci: aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:  # one line too, with where to look
+        where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        click.echo(f"wasm-oci: error: {printable(exc.format_message())}{where}", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"wasm-oci: error: {printable(exc.format_message())}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("wasm-oci: interrupted", err=True)

@@ -1,31 +1,35 @@
 """run / serve: the engine on the command line.
 
 `run` passes the guest's exit status through as its own; a trap, timeout or kill is also
-named in one line on stderr (statuses in wasm_oci.engine.result).
+named in one line on stderr (statuses in wasm_oci.engine.result). A timeout or Ctrl-C ends
+`run` within _GRACE whatever the guest does: one still in a host call then (a component's
+clock wait, which nothing can cut short) is left behind with the process.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from wasm_oci.cli.options import build_registry_options, registry_options
 from wasm_oci.cli.signing import report_trust, verify_key_option
 from wasm_oci.engine.spec import INHERIT, Inherit, Preopen, RunSpec
+from wasm_oci.errors import ListenError, NotFound, UsageError
 
 if TYPE_CHECKING:
-    from wasm_oci.engine import Engine, Program
+    from wasm_oci.engine import Engine, Program, RunResult
     from wasm_oci.cli.source import Source
 
 _SIZE = re.compile(r"^(\d+)\s*([kmg]?)i?b?$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-_GRACE = 1.0  # seconds to wait for a guest stuck in a host call (a blocking read) after Ctrl-C
+_GRACE = 1.0  # seconds to wait after a timeout or Ctrl-C for a guest still in a host call
 
 
 class ByteSize(click.ParamType[int]):
@@ -58,7 +62,7 @@ class DirMapping(click.ParamType[Preopen]):
         if not sep or not host or not guest:
             self.fail(f"{value!r} must be HOST:GUEST[:ro], e.g. ./data:/data:ro", param, ctx)
         if not Path(host).is_dir():
-            self.fail(f"{host}: no such directory", param, ctx)
+            raise NotFound(f"--dir {host}: no such directory")
         return Preopen(Path(host), guest, read_only)
 
 
@@ -109,30 +113,55 @@ def run_cmd(source: str, args: tuple[str, ...], envs: tuple[tuple[str, str], ...
     what the options grant. A reference is pulled (every blob verified, signatures checked per
     the trust policy). The exit status is the guest's; 134 = trap, 124 = timeout, 137 = out of memory.
     """
+    from wasm_oci.engine.result import Stop
+
+    if args[:1] == ("--",):
+        args = args[1:]
+    elif misplaced := next((arg for arg in args if arg.split("=", 1)[0] in _own_options(click.get_current_context())), None):
+        raise UsageError(f"{misplaced} after SOURCE would go to the guest: put wasm-oci's options before SOURCE, "
+                         "or `--` before the guest's arguments")
     engine, src, program = _load(source, verify_keys, kwargs)
-    args = args[1:] if args[:1] == ("--",) else args
     execution = engine.execution(program, _spec(src, args, envs, dirs, memory, timeout, INHERIT))
     sys.stdout.flush()
     execution.start()  # on a thread, so that Ctrl-C reaches this one while the guest runs
     try:
-        result = execution.wait()
+        result = execution.wait(None if timeout is None else timeout + _GRACE)
+        if result is None:
+            _leave(Stop("timeout").result(timeout or 0.0))
     except KeyboardInterrupt:
         execution.kill(signal.SIGINT)
         result = execution.wait(_GRACE)
         if result is None:
-            return 128 + signal.SIGINT
-    assert result is not None
+            _leave(Stop("killed", signal.SIGINT).result(0.0))
     if result.reason != "exit":
         click.echo(f"wasm-oci: {result.reason}: {result.message}", err=True)
     return result.status
+
+
+def _own_options(ctx: click.Context) -> set[str]:
+    return {name for param in ctx.command.params for name in (*param.opts, *param.secondary_opts) if name.startswith("-")} | {"-h", "--help"}
+
+
+def _leave(result: RunResult) -> NoReturn:
+    """Exit with `result` now, the guest's thread still in its host call: os._exit, because
+    the interpreter's own exit would run its clean-up under that thread."""
+    click.echo(f"wasm-oci: {result.reason}: {result.message}", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(result.status)
 
 
 @click.command("serve")
 @click.argument("source")
 @click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT", help="Address to listen on (port 0: any free port).")
 @click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Guests running at once (default: one per CPU); more requests wait.")
+@click.option("--queue-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True, metavar="SECONDS",
+              help="How long a request waits for a free guest before a 503.")
+@click.option("--max-body", type=ByteSize(), default="16M", show_default=True, help="Largest request body (413 past it).")
+@click.option("--max-response", type=ByteSize(), default="64M", show_default=True, help="Largest guest stdout or stderr (502 past it, checked while it runs).")
 @guest_options(memory="128M", timeout=10.0)
-def serve_cmd(source: str, listen: str, concurrency: int | None, envs: tuple[tuple[str, str], ...], dirs: tuple[Preopen, ...],
+def serve_cmd(source: str, listen: str, concurrency: int | None, queue_timeout: float, max_body: int, max_response: int,
+              envs: tuple[tuple[str, str], ...], dirs: tuple[Preopen, ...],
               memory: int | None, timeout: float | None, verify_keys: tuple[Any, ...], **kwargs: Any) -> None:
     """Serve HTTP with SOURCE as a CGI-style handler: a fresh guest instance per request.
 
@@ -145,11 +174,12 @@ def serve_cmd(source: str, listen: str, concurrency: int | None, envs: tuple[tup
 
     host, port = _address(listen)
     engine, src, program = _load(source, verify_keys, kwargs)
-    limits = ServeLimits(concurrency=concurrency) if concurrency else ServeLimits()
+    limits = ServeLimits(max_body=max_body, max_response=max_response, queue_timeout=queue_timeout,
+                         **({"concurrency": concurrency} if concurrency else {}))
     try:
         server = CgiServer((host, port), engine, program, _spec(src, (), envs, dirs, memory, timeout, None), limits)
     except OSError as exc:
-        raise click.ClickException(f"cannot listen on {listen}: {exc.strerror}") from None
+        raise ListenError(f"cannot listen on {listen}: {exc.strerror}") from None
     logging.basicConfig(format="wasm-oci serve: %(message)s", level=logging.INFO)
     click.echo(f"Serving {source} on {server.url}", err=True)
     try:

@@ -14,8 +14,14 @@ from urllib.parse import unquote
 from wasm_oci import __version__
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
-_HEADER_LINE = re.compile(rb"^[!#$%&'*+.^_`|~0-9A-Za-z-]+:[ \t]*[^\r\n]*$")
-_STATUS = re.compile(r"^([1-5][0-9][0-9])(?:[ \t]+(.*))?$")
+# A header line as RFC 9110 has it: a token, a colon, a value of visible characters, spaces
+# and tabs; a CR, NUL or other control anywhere makes the block no header block at all.
+_HEADER_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*")
+# No 1xx: the client would take it for an interim response and read the body as the next one.
+_STATUS = re.compile(r"([2-5][0-9][0-9])(?:[ \t]+(.*))?")
+# The header names CGI maps to HTTP_* (RFC 3875 4.1.18): another character, '_' above all,
+# could make a name pose as another header once '-' becomes '_'.
+_MAPPED_NAME = re.compile(r"[A-Za-z0-9-]+")
 # Never forwarded from the guest: the server frames the response itself.
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade", "te", "trailer", "proxy-connection"}
 
@@ -65,9 +71,9 @@ def environ(request: Request) -> dict[str, str]:
         lowered = name.lower()
         if lowered == "content-type":
             env["CONTENT_TYPE"] = value
-        # Content-Length has its variable; Proxy would become HTTP_PROXY (httpoxy); a name with
-        # '_' could pose as another header once '-' becomes '_'.
-        elif lowered not in ("content-length", "proxy") and "_" not in name:
+        # Content-Length has its variable; Proxy would become HTTP_PROXY (httpoxy). A client
+        # sets no variable but these HTTP_* and CONTENT_TYPE.
+        elif lowered not in ("content-length", "proxy") and _MAPPED_NAME.fullmatch(name):
             key = "HTTP_" + name.upper().replace("-", "_")
             env[key] = f"{env[key]}, {value}" if key in env else value
     return env
@@ -86,7 +92,7 @@ def parse_response(output: bytes) -> Response:
         name, _, value = line.decode("latin-1").partition(":")
         value = value.strip(" \t")
         if name.lower() == "status":
-            match = _STATUS.match(value)
+            match = _STATUS.fullmatch(value)
             if not match:
                 raise MalformedResponse(f"bad CGI Status header {value!r}")
             status, reason = int(match.group(1)), match.group(2) or ""
@@ -106,6 +112,6 @@ def _split(output: bytes) -> tuple[list[bytes] | None, bytes]:
         return None, output
     end, width = min(ends)
     lines = [line.rstrip(b"\r") for line in output[:end].split(b"\n")]
-    if not all(_HEADER_LINE.match(line) for line in lines):
+    if not all(_HEADER_LINE.fullmatch(line) for line in lines):
         return None, output
     return lines, output[end + width :]

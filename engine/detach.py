@@ -1,11 +1,12 @@
-"""Letting go of a guest's stdio while its thread is stuck in a host call.
+"""Letting go of a guest's output FIFOs while its thread is stuck in a host call.
 
-A guest blocked in a host call (a clock wait, a read with no writer) cannot be stopped until
-the call returns, and its store cannot be closed under it. Its stdio FIFOs must not wait with
-it: a client that waits for end-of-file on them (containerd's CRI does, before it marks a
-container exited) would wait as long. So every descriptor of this process open on those FIFOs
-is pointed at /dev/null with dup2: the client sees EOF at once, the fd numbers stay taken
-(nothing else can be opened on them by mistake), and the guest's own close still works.
+A guest blocked in a host call a stop cannot end (a component's clock wait; a stdin read and a
+module's clock wait do end, see runner.py) cannot be stopped until the call returns, and its
+store cannot be closed under it. Its stdout and stderr FIFOs must not wait with it: a client
+that waits for end-of-file on them (containerd's CRI does, before it marks a container exited)
+would wait as long. So every write end of this process on those FIFOs is pointed at /dev/null
+with dup2: the client sees EOF at once, the fd numbers stay taken (nothing else can be opened
+on them by mistake), and the guest's own close still works.
 """
 
 from __future__ import annotations
@@ -25,17 +26,14 @@ def _fifo_identity(path: Path) -> tuple[int, int] | None:
     return (info.st_dev, info.st_ino) if stat.S_ISFIFO(info.st_mode) else None
 
 
-def point_fifos_at_null(inputs: Iterable[Path], outputs: Iterable[Path]) -> int:
-    """Redirect this process's read ends of the FIFOs among `inputs` and write ends of those
-    among `outputs` (the guest's side; a reader of an output in this process keeps its end);
-    how many.
+def point_fifos_at_null(outputs: Iterable[Path]) -> int:
+    """Redirect this process's write ends of the FIFOs among `outputs` (the guest's side; a
+    reader in this process keeps its end); how many.
 
     The caller makes sure nothing closes those descriptors meanwhile (the guest's store is
     held open), so a number checked here is still the same open file when dup2 replaces it.
     """
-    wanted = {identity: os.O_WRONLY for path in inputs if (identity := _fifo_identity(path)) is not None}
-    wanted |= {identity: os.O_RDONLY for path in outputs if (identity := _fifo_identity(path)) is not None}
-    """FIFO -> the access mode of the other side, whose descriptors stay."""
+    wanted = {identity for path in outputs if (identity := _fifo_identity(path)) is not None}
     if not wanted:
         return 0
     redirected = 0
@@ -50,8 +48,7 @@ def point_fifos_at_null(inputs: Iterable[Path], outputs: Iterable[Path]) -> int:
                 mode = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
             except OSError:  # the listing's own descriptor, already closed
                 continue
-            other_side = wanted.get((info.st_dev, info.st_ino))
-            if other_side is not None and mode != other_side:
+            if (info.st_dev, info.st_ino) in wanted and mode != os.O_RDONLY:
                 os.dup2(null, fd, inheritable=False)
                 redirected += 1
     finally:

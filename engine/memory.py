@@ -17,6 +17,19 @@ instantiation, which costs little for the small data of typical components.
 
 Runs charge the memories they create through `charging(account)` around instantiation; a
 memory keeps its account for life, so growth is charged whichever thread runs the guest.
+
+Tables, which Wasmtime allocates itself, and the counts of instances, tables and memories are
+bounded with Wasmtime's store limits instead (`limit_store`): a guest could otherwise ask for
+a table of 2**32 elements (32 GiB of host memory) in one instruction. Per run:
+- TABLES tables, MEMORIES memories, INSTANCES core instances (components built with an adapter
+  have 3 or 4 instances and about as many tables; composed ones a few times that);
+- each table at most `table_elements(memory_limit)` elements: memory_limit / (8 * TABLES), so
+  that all tables together (8 bytes an element) hold at most as much as the memory limit and a
+  run's total stays under twice it: 2,048 elements at 1 MiB, 131,072 at 64 MiB, 262,144 at
+  serve's 128 MiB; without a memory limit TABLE_ELEMENTS (1,048,576: 8 MiB a table).
+A table or count past its limit at instantiation fails the run (status 134, a message naming
+the limits); a `table.grow` past it returns -1 to the guest, as a refused `memory.grow` would
+without a memory limit.
 """
 
 from __future__ import annotations
@@ -168,6 +181,30 @@ def _new_memory(_env: object, _type: object, minimum: int, maximum: int, reserve
 
 _NEW = capi.wasmtime_new_memory_callback_t(_new_memory)
 _CREATOR = capi.wasmtime_memory_creator_t(None, _NEW, ctypes.cast(0, ctypes.CFUNCTYPE(None, ctypes.c_void_p)))
+
+
+TABLES = 64
+MEMORIES = 64
+INSTANCES = 256
+TABLE_ELEMENTS = 1 << 20
+_TABLE_ELEMENT_BYTES = 8
+
+
+def table_elements(memory_limit: int | None) -> int:
+    """The elements one table of a run may hold (see the module docstring)."""
+    if memory_limit is None:
+        return TABLE_ELEMENTS
+    return min(TABLE_ELEMENTS, memory_limit // (_TABLE_ELEMENT_BYTES * TABLES))
+
+
+def limit_store(store: wasmtime.Store, memory_limit: int | None) -> None:
+    store.set_limits(table_elements=table_elements(memory_limit), tables=TABLES, instances=INSTANCES, memories=MEMORIES)
+
+
+def limits_text(memory_limit: int | None) -> str:
+    """The store limits in words, for the message of a run that passed one."""
+    return (f"a run may have {TABLES} tables of up to {table_elements(memory_limit)} elements each, "
+            f"{MEMORIES} memories and {INSTANCES} instances")
 
 
 def install(config: wasmtime.Config) -> None:

@@ -5,6 +5,11 @@ other threads proceed in parallel), `kill()` from any thread stops it at its nex
 (loop back-edges and calls), well under a millisecond after the call. The epoch only moves
 when some guest must stop; each store's deadline callback then asks its own Execution
 whether it is the one (see ffi.py), so no ticker thread runs while guests do.
+
+A guest blocked in a host call sees no epoch check until the call returns, so a stop also
+ends the calls it can: a read of a stdin that can block (its relay closes, stdin.py) and a
+preview 1 module's clock wait (clocks.py). A stop requested before the run ended decides its
+result, whatever the guest did after it (an end-of-file it was handed, an EINTR).
 """
 
 from __future__ import annotations
@@ -19,11 +24,11 @@ from pathlib import Path
 
 import wasmtime
 
-from wasm_oci.engine import detach, ffi, memory
+from wasm_oci.engine import clocks, detach, ffi, memory, stdin
 from wasm_oci.engine.cache import CompileCache
 from wasm_oci.engine.deadlines import Deadline, Deadlines
 from wasm_oci.engine.program import Loader, Program, unsatisfied_import
-from wasm_oci.engine.result import OOM_STATUS, RunResult, Stop, trapped
+from wasm_oci.engine.result import RunResult, Stop, trapped
 from wasm_oci.engine.spec import RunSpec
 from wasm_oci.engine.wasi import wasi_config
 from wasm_oci.oci import digest as digests
@@ -89,6 +94,8 @@ class Execution:
         self._stop: Stop | None = None
         self.memory = memory.Account(spec.memory_limit, self._out_of_memory)
         """What the run's linear memories hold, against its memory limit (all memories together)."""
+        self._waits = clocks.Waits(self.memory)
+        self._stdin: stdin.Stream | None = None
         self._store: wasmtime.Store | None = None
         """Owns everything the guest holds (its memory, its WASI context's open files): closed
         the moment the run ends, never left to the garbage collector (a trap's traceback
@@ -134,15 +141,14 @@ class Execution:
         return self.result
 
     def release_stdio(self) -> int:
-        """For a guest the host gives up waiting for (blocked in a host call after a kill):
-        point its stdio FIFOs at /dev/null now (see detach.py); how many descriptors moved.
-        Everything else it holds goes when its call returns and the run closes its store."""
+        """For a guest the host gives up waiting for (blocked after a kill in a host call a
+        stop cannot end, such as a component's clock wait): point its output FIFOs at
+        /dev/null now (see detach.py); how many descriptors moved. Its stdin went with the
+        stop; everything else it holds goes when its call returns and the run closes its store."""
         with self._lock:  # `_close` closes the store under this lock: the fds stay put meanwhile
             if self._store is None:
                 return 0
-            inputs = [self.spec.stdin] if isinstance(self.spec.stdin, Path) else []
-            outputs = [s for s in (self.spec.stdout, self.spec.stderr) if isinstance(s, Path)]
-            return detach.point_fifos_at_null(inputs, outputs)
+            return detach.point_fifos_at_null([s for s in (self.spec.stdout, self.spec.stderr) if isinstance(s, Path)])
 
     def kill(self, signal: int = signals.SIGKILL) -> None:
         """Stop the guest (status 128 + signal); a no-op once it has ended."""
@@ -154,6 +160,9 @@ class Execution:
                 return
             self._stop = stop
         self.engine.wasmtime.increment_epoch()
+        self._waits.stopped.set()
+        if self._stdin is not None:
+            self._stdin.close()
 
     def _out_of_memory(self) -> None:
         """A growth past the memory limit (on the guest's thread): stopped as the OOM killer would."""
@@ -166,19 +175,32 @@ class Execution:
         """The guest's entry, or the trap that ended it while instantiating."""
         try:
             store = self._store = wasmtime.Store(self.engine.wasmtime)
-            store.set_wasi(wasi_config(self.spec))
+            config, self._stdin = wasi_config(self.spec)
+            store.set_wasi(config)
+            memory.limit_store(store, self.spec.memory_limit)
             self._token = ffi.watch_epochs(store, self._should_stop)
+            clocks.running(self._waits)  # a start function's sleep
             with memory.charging(self.memory):
                 return self.program.entry.instantiate(store)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             missing = unsatisfied_import(exc, self.program.name)
             if missing is None:
-                return exc
+                return self._past_limits(exc)
             self._close(None)
             raise missing from None
         except BaseException:
             self._close(None)
             raise
+        finally:
+            clocks.running(None)
+
+    def _past_limits(self, error: wasmtime.WasmtimeError | wasmtime.Trap) -> wasmtime.WasmtimeError | wasmtime.Trap:
+        """Wasmtime's refusal of a table or count past the store limits, naming the limits."""
+        text = str(error)
+        if "exceeds table limits" not in text and "resource limit exceeded" not in text:
+            return error
+        cause = [line.strip() for line in text.splitlines() if line.strip()][-1].removeprefix("resource limit exceeded: ")
+        return wasmtime.WasmtimeError(f"resource limit exceeded: {cause} ({memory.limits_text(self.spec.memory_limit)})")
 
     def _enter(self) -> RunResult:
         with self._lock:
@@ -190,6 +212,9 @@ class Execution:
         if self.spec.timeout is not None:
             self._deadline = self.engine.deadlines.at(began + self.spec.timeout, lambda: self._request_stop(Stop("timeout")))
         result = None
+        if self._stdin is not None:
+            self._stdin.watch()
+        clocks.running(self._waits)
         try:
             if isinstance(step, Exception):
                 raise step
@@ -200,8 +225,9 @@ class Execution:
             elapsed = time.monotonic() - began
             result = trapped(exc, elapsed) if self._stop is None else self._stop.result(elapsed)
         finally:
-            if self._stop is not None and self._stop.reason == "oom" and result is not None and result.status != OOM_STATUS:
-                result = self._stop.result(result.elapsed)  # ended by itself after a refused growth: still OOM
+            clocks.running(None)
+            if self._stop is not None and result is not None and result.reason != self._stop.reason:
+                result = self._stop.result(result.elapsed)  # ended by itself after the stop (an EOF, a refused growth)
             self._close(result)
         assert result is not None  # each path above set it, or raised
         return result
@@ -214,5 +240,7 @@ class Execution:
             store, self._store = self._store, None
             if store is not None:
                 store.close()
+        if self._stdin is not None:
+            self._stdin.close()
         self.result = result
         self._done.set()

@@ -1,42 +1,101 @@
 """`wasm-oci serve`: an HTTP trigger that runs a fresh guest instance per request, CGI-style.
 
-The standard library's ThreadingHTTPServer gives each connection a thread; the guest runs on
-it without the GIL, so requests run in parallel up to `concurrency` guests at a time (each may
-use up to the memory limit). Every request gets the run spec's limits and a clean 5xx
-without guest details when its guest fails; what went wrong, with the guest's stderr, goes
-to the server's log instead. The guest's stdout and stderr land in anonymous memory files
-(memfd): no Python code runs per guest write.
+The server takes a thread per connection; guests run on `concurrency` long-lived guest
+threads (a thread started per request, as `Execution.start()` does, cost ~40% more CPU per
+small request), so that a request is answered at its deadline even when its guest sits in a
+host call no stop can interrupt. Such a guest keeps its thread, and so its slot, until the
+call returns: stuck guests, too, are at most `concurrency`. A request takes its slot before
+its body is read: what waits for a slot stays in the kernel's socket buffers. Every request
+gets the run spec's limits and a clean 5xx without guest details when its guest fails; what
+went wrong, with the guest's stderr, goes to the server's log instead. The guest's stdout and
+stderr land in anonymous memory files (memfd): no Python code runs per guest write, and a
+timer watches their size.
+
+HTTP/1.1 is parsed here rather than by http.server, which accepts HTTP/0.9, obs-folded and
+malformed fields, signed or conflicting Content-Lengths, and has no bound on how long a
+client may take to send a request (RFC 9112's framing rules are applied strictly: a message
+whose length two parsers could read differently is refused, never guessed).
 """
 
 from __future__ import annotations
 
 import contextlib
+import email.utils
+import fcntl
+import functools
+import io
 import logging
+import math
 import os
+import queue
+import re
+import socket
+import socketserver
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from wasm_oci import __version__
 from wasm_oci.engine import cgi
 from wasm_oci.engine.program import Program
 from wasm_oci.engine.result import RunResult
-from wasm_oci.engine.runner import Engine
+from wasm_oci.engine.runner import Engine, Execution
 from wasm_oci.engine.spec import RunSpec
 from wasm_oci.errors import WasmOciError
 
 log = logging.getLogger(__name__)
 
+SERVER = f"wasm-oci/{__version__}"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+_WATCH = 0.005
+"""Seconds between two looks at a running guest's output sizes: what it can write past
+max_response before it is stopped (a single write is bounded by its memory limit)."""
+_GRACE = 0.1
+"""Seconds a stopped guest has to end before it counts as stuck in a host call."""
+_LINGER = 1.0
+"""Seconds a refused client may go on sending what was left unread before the connection
+closes (closing with unread data resets it, and the client might never read the refusal)."""
+_CHUNK_LINE = 4096
+_IN_MEMORY = 64 << 10
+"""Bodies up to this size go to the guest as bytes; larger and chunked ones are spooled to a
+memfd, 64 KiB at a time, that Wasmtime reads: a body-sized allocation here would, once freed,
+stay in glibc's per-thread arenas (measured: +850 MiB of RSS after 40 bodies of 15 MiB)."""
+
+_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
+_NAME = re.compile(_TOKEN)
+_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+_LENGTH = re.compile(r"[0-9]{1,18}")
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;[\t\x20-\x7e\x80-\xff]*)?")
+_ABSOLUTE = re.compile(r"https?://[^/?#]*(.*)", re.IGNORECASE)
+
 
 @dataclass(frozen=True)
 class ServeLimits:
+    """What one request may cost the server, whatever its client or its guest does."""
+
     max_body: int = 16 << 20
     max_response: int = 64 << 20
-    """Checked when the guest ends: a guest that never stops writing is bounded by the timeout."""
+    """Each of the guest's stdout and stderr, watched while it runs: it is stopped (502) soon after passing it."""
     concurrency: int = os.cpu_count() or 1
+    queue_timeout: float = 10.0
+    """Seconds a request waits for a guest slot before a 503."""
+    max_request_line: int = 8 << 10
+    """Bytes, CRLF included; longer is a 414."""
+    max_header_bytes: int = 32 << 10
+    """All header lines together (and again all trailer lines); more is a 431."""
+    max_headers: int = 100
+    header_timeout: float = 10.0
+    """Seconds from a request's first byte to the end of its header section (slowloris); then a 408."""
+    body_timeout: float = 60.0
+    """Seconds to receive the whole body, from when a guest slot is free for it; then a 408."""
+    idle_timeout: float = 60.0
+    """Seconds a keep-alive connection may wait for its next request, and a response may take to send."""
 
 
 class CgiServer(ThreadingHTTPServer):
@@ -46,29 +105,61 @@ class CgiServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], engine: Engine, program: Program, spec: RunSpec,
                  limits: ServeLimits = ServeLimits()) -> None:
         """`spec` is the template for every request: args, env, preopens, memory limit, timeout."""
-        super().__init__(address, _Handler)
         self.engine, self.program, self.spec, self.limits = engine, program, spec, limits
-        self.host, self.port = self.socket.getsockname()[:2]
+        self._pinned = {name: value for name, value in spec.env.items() if name.startswith("HTTP_")}
+        """What the operator set among the names request headers map to: no client replaces it."""
         self._slots = threading.BoundedSemaphore(limits.concurrency)
+        self._runs: queue.SimpleQueue[Execution | None] = queue.SimpleQueue()
+        super().__init__(address, _Handler)  # binds, and on failure calls server_close: all set above
+        self.host, self.port = self.socket.getsockname()[:2]
+        for number in range(limits.concurrency):
+            threading.Thread(target=self._guest_thread, name=f"wasm-oci guest {number}", daemon=True).start()
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def respond(self, request: cgi.Request, body: bytes) -> cgi.Response:
-        with _memfd("stdout") as (stdout, stdout_path), _memfd("stderr") as (stderr, stderr_path):
+    def server_close(self) -> None:
+        super().server_close()
+        for _ in range(self.limits.concurrency):
+            self._runs.put(None)
+
+    def slot(self) -> _Slot | None:
+        """A guest slot, or None when none came free within the queue timeout."""
+        return _Slot(self._slots, self._runs) if self._slots.acquire(timeout=self.limits.queue_timeout) else None
+
+    def _guest_thread(self) -> None:
+        while (execution := self._runs.get()) is not None:
+            try:
+                execution.run()
+            except Exception:  # the guest's own failures are its result: this is the server's
+                log.exception("guest run failed")
+            finally:
+                self._slots.release()
+
+    def respond(self, request: cgi.Request, body: bytes | Path, slot: _Slot) -> cgi.Response:
+        """Run the guest on `slot`, which its guest thread gives back when the run really ends."""
+        with _memfd("stdout") as stdout, _memfd("stderr") as stderr:
             spec = replace(
                 self.spec,
-                env={**self.spec.env, **cgi.environ(request)},
+                env={**self.spec.env, **cgi.environ(request), **self._pinned},
                 stdin=body,
-                stdout=stdout_path,
-                stderr=stderr_path,
+                stdout=_path(stdout),
+                stderr=_path(stderr),
             )
+            execution = self.engine.execution(self.program, spec)
             try:
-                with self._slots:
-                    result = self.engine.run(self.program, spec)
+                execution.prepare()
             except WasmOciError as exc:  # the guest could not even start (a missing import, a preopen gone)
                 return _error(request, HTTPStatus.INTERNAL_SERVER_ERROR, str(exc))
+            slot.run(execution)
+            result, stopped = self._watch(execution, stdout, stderr)
+            if result is None:
+                stopped += "; stuck in a host call, it keeps its slot until the call returns"
+            if stopped:
+                timed_out = stopped.startswith("timed out")
+                return _error(request, HTTPStatus.GATEWAY_TIMEOUT if timed_out else HTTPStatus.BAD_GATEWAY, stopped)
+            assert result is not None
             if result.reason != "exit" or result.status != 0:
                 return self._failed(request, result, os.pread(stderr, 2048, 0))
             size = os.fstat(stdout).st_size
@@ -79,12 +170,52 @@ class CgiServer(ThreadingHTTPServer):
             except cgi.MalformedResponse as exc:
                 return _error(request, HTTPStatus.BAD_GATEWAY, str(exc))
 
+    def _watch(self, execution: Execution, stdout: int, stderr: int) -> tuple[RunResult | None, str]:
+        """Wait for the guest, stopping it at the request's deadline or once its stdout or stderr
+        passes max_response: its result (None if it is stuck in a host call) and why it was stopped."""
+        timeout, cap = self.spec.timeout, self.limits.max_response
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
+        while True:
+            result = execution.wait(max(0.0, min(_WATCH, deadline - time.monotonic())))
+            if result is not None:
+                return result, ""
+            if time.monotonic() >= deadline:
+                stopped = f"timed out after {timeout}s"
+                break
+            sizes = {"stdout": os.fstat(stdout).st_size, "stderr": os.fstat(stderr).st_size}
+            over = [name for name, size in sizes.items() if size > cap]
+            if over:
+                stopped = f"{over[0]} passed the {cap}-byte limit"
+                break
+        for fd in (stdout, stderr):  # its writes fail from now on, whatever it does before it stops
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_GROW)
+        execution.kill()
+        return execution.wait(_GRACE), stopped
+
     def _failed(self, request: cgi.Request, result: RunResult, stderr: bytes) -> cgi.Response:
         what = result.message or f"guest exited with status {result.status}"
         if stderr:
             what += f"; guest stderr: {stderr.decode('utf-8', 'replace').strip()!r}"
         code = HTTPStatus.GATEWAY_TIMEOUT if result.reason == "timeout" else HTTPStatus.INTERNAL_SERVER_ERROR
         return _error(request, code, what)
+
+
+class _Slot:
+    """One of the server's `concurrency` guest slots: given back by the request if it runs no
+    guest, else by the guest thread when the run ends."""
+
+    def __init__(self, slots: threading.BoundedSemaphore, runs: queue.SimpleQueue[Execution | None]) -> None:
+        self._slots, self._runs = slots, runs
+        self._running = False
+
+    def run(self, execution: Execution) -> None:
+        """Enter the prepared `execution` on a guest thread (one is free: this slot is its)."""
+        self._running = True
+        self._runs.put(execution)
+
+    def release(self) -> None:
+        if not self._running:
+            self._slots.release()
 
 
 def _error(request: cgi.Request, code: HTTPStatus, detail: str) -> cgi.Response:
@@ -98,92 +229,310 @@ def _plain(code: HTTPStatus) -> cgi.Response:
 
 
 @contextlib.contextmanager
-def _memfd(name: str) -> Iterator[tuple[int, Path]]:
-    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+def _memfd(name: str) -> Iterator[int]:
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
-        yield fd, Path(f"/proc/self/fd/{fd}")
+        yield fd
     finally:
         os.close(fd)
 
 
-class _BadRequest(Exception):
+def _path(fd: int) -> Path:
+    return Path(f"/proc/self/fd/{fd}")
+
+
+class _Refused(Exception):
+    """A request answered with a bare 4xx/5xx status before any guest ran; the connection closes."""
+
     def __init__(self, code: HTTPStatus) -> None:
         super().__init__(code.phrase)
         self.code = code
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = f"wasm-oci/{__version__}"
-    sys_version = ""
+class _Gone(Exception):
+    """The client closed its side in the middle of a request: nobody to answer."""
+
+
+@dataclass(frozen=True)
+class _Head:
+    method: str
+    target: str
+    version: str
+    fields: list[tuple[str, str]]
+    length: int
+    """The body's Content-Length (0 when chunked)."""
+    chunked: bool
+    close: bool
+    expect_continue: bool
+
+
+class _Timed(io.RawIOBase):
+    """A socket's reads against one deadline for a whole phase (an idle wait, a request head, a
+    body), not a timeout per recv: a client trickling a byte at a time would restart that forever."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.deadline = 0.0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("deadline passed")
+        self.sock.settimeout(left)
+        return self.sock.recv_into(buffer)
+
+
+class _Handler(socketserver.BaseRequestHandler):
     server: CgiServer
-    timeout = 60  # an idle keep-alive connection gives its thread back after this
-    disable_nagle_algorithm = True  # headers and body are two writes: Nagle + delayed ACK cost 40 ms
+    request: socket.socket
 
-    def _handle(self) -> None:
+    def setup(self) -> None:
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)  # no Nagle + delayed-ACK stall on small responses
+        self.clock = _Timed(self.request)
+        self.rfile = io.BufferedReader(self.clock, 64 << 10)
+        self.method = self.version = ""
+
+    def handle(self) -> None:
         try:
-            body = self._body()
-        except _BadRequest as exc:
-            self.close_connection = True
-            self._send(_plain(exc.code))
+            while self._one():
+                pass
+        except (_Gone, ConnectionError, TimeoutError):  # the client went away or stopped reading: nobody to tell
+            pass
+
+    def _one(self) -> bool:
+        """Serve one request; whether the connection stays open for the next."""
+        limits = self.server.limits
+        self.method = self.version = ""
+        self.clock.deadline = time.monotonic() + limits.idle_timeout
+        try:
+            if not self.rfile.peek(1):
+                return False
+        except TimeoutError:
+            return False
+        self.clock.deadline = time.monotonic() + limits.header_timeout
+        try:
+            head = self._head()
+            self.method, self.version = head.method, head.version
+            slot = self.server.slot()
+            if slot is None:
+                log.warning("%s %s -> 503: no guest slot came free within %ss", head.method, head.target, limits.queue_timeout)
+                raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE)
+            try:  # the body is read only now: at most `concurrency` bodies are in memory
+                if head.expect_continue:
+                    self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self.clock.deadline = time.monotonic() + limits.body_timeout
+                with self._body(head) as (body, length):
+                    request = cgi.Request(
+                        method=head.method,
+                        target=head.target,
+                        headers=head.fields,
+                        body_length=length,
+                        client=self.client_address[:2],
+                        server=(self.server.host, self.server.port),
+                        protocol=head.version,
+                    )
+                    response = self.server.respond(request, body, slot)
+            finally:
+                slot.release()
+        except _Refused as exc:
+            self._send(_plain(exc.code), close=True)
+            self._linger()
+            return False
+        except TimeoutError:
+            self._send(_plain(HTTPStatus.REQUEST_TIMEOUT), close=True)
+            return False
+        self._send(response, close=head.close)
+        return not head.close
+
+    def _head(self) -> _Head:
+        limits = self.server.limits
+        line = self._line(limits.max_request_line, HTTPStatus.REQUEST_URI_TOO_LONG)
+        if not line:  # RFC 9112 2.2: one empty line before a request is tolerated
+            line = self._line(limits.max_request_line, HTTPStatus.REQUEST_URI_TOO_LONG)
+        match = _REQUEST_LINE.fullmatch(line)
+        if match is None:  # HTTP/0.9 (no version), extra spaces, controls, garbage
+            raise _Refused(HTTPStatus.BAD_REQUEST)
+        if match[3] != b"1":
+            raise _Refused(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED)
+        method = match[1].decode()
+        if method not in METHODS:
+            raise _Refused(HTTPStatus.NOT_IMPLEMENTED)
+        version = "HTTP/1.0" if match[4] == b"0" else "HTTP/1.1"
+        fields = self._fields()
+        return _framed(method, _origin_form(method, match[2].decode()), version, fields, limits.max_body)
+
+    def _fields(self) -> list[tuple[str, str]]:
+        """A header (or trailer) section, up to the empty line that ends it."""
+        limits = self.server.limits
+        fields: list[tuple[str, str]] = []
+        budget = limits.max_header_bytes
+        while True:
+            if budget < 2:
+                raise _Refused(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
+            line = self._line(budget, HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
+            if not line:
+                return fields
+            budget -= len(line) + 2
+            if len(fields) == limits.max_headers:
+                raise _Refused(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
+            name, colon, value = line.partition(b":")
+            value = value.strip(b" \t")
+            # no space before the colon, no obs-fold, no CR, LF, NUL or other control in a value
+            if not colon or not _NAME.fullmatch(name) or not _VALUE.fullmatch(value):
+                raise _Refused(HTTPStatus.BAD_REQUEST)
+            fields.append((name.decode("ascii"), value.decode("latin-1")))
+
+    def _line(self, limit: int, too_long: HTTPStatus) -> bytes:
+        """A line ending in CRLF (a bare LF or CR is refused), at most `limit` bytes with it."""
+        line = self.rfile.readline(limit)
+        if line.endswith(b"\r\n"):
+            return line[:-2]
+        if line.endswith(b"\n"):
+            raise _Refused(HTTPStatus.BAD_REQUEST)
+        if len(line) == limit:
+            raise _Refused(too_long)
+        raise _Gone
+
+    @contextlib.contextmanager
+    def _body(self, head: _Head) -> Iterator[tuple[bytes | Path, int]]:
+        """The request body for the guest's stdin, and its length."""
+        if not head.chunked and head.length <= _IN_MEMORY:
+            yield self._read(head.length), head.length
             return
-        request = cgi.Request(
-            method=self.command,
-            target=self.path,
-            headers=list(self.headers.items()),
-            body_length=len(body),
-            client=self.client_address[:2],
-            server=(self.server.host, self.server.port),
-            protocol=self.request_version,
-        )
-        self._send(self.server.respond(request, body))
+        with _memfd("stdin") as spool:
+            yield _path(spool), self._chunked(spool) if head.chunked else self._spool(spool, head.length)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+    def _read(self, size: int) -> bytes:
+        data = self.rfile.read(size) if size else b""
+        if len(data) != size:
+            raise _Gone
+        return data
 
-    def _body(self) -> bytes:
+    def _spool(self, spool: int, size: int) -> int:
+        left = size
+        while left:
+            data = self.rfile.read1(min(left, 64 << 10))
+            if not data:
+                raise _Gone
+            os.write(spool, data)
+            left -= len(data)
+        return size
+
+    def _chunked(self, spool: int) -> int:
         limit = self.server.limits.max_body
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return self._chunked(limit)
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            raise _BadRequest(HTTPStatus.BAD_REQUEST) from None
-        if length < 0:
-            raise _BadRequest(HTTPStatus.BAD_REQUEST)
-        if length > limit:
-            raise _BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
-        body = self.rfile.read(length)
-        if len(body) != length:
-            raise _BadRequest(HTTPStatus.BAD_REQUEST)
-        return body
-
-    def _chunked(self, limit: int) -> bytes:
-        chunks: list[bytes] = []
         total = 0
         while True:
-            try:
-                size = int(self.rfile.readline(100).split(b";", 1)[0], 16)
-            except ValueError:
-                raise _BadRequest(HTTPStatus.BAD_REQUEST) from None
+            match = _CHUNK_SIZE.fullmatch(self._line(_CHUNK_LINE, HTTPStatus.BAD_REQUEST))
+            if match is None:  # a sign, 0x, no digits, a control in an extension
+                raise _Refused(HTTPStatus.BAD_REQUEST)
+            size = int(match[1], 16)
             if size == 0:
                 break
             total += size
             if total > limit:
-                raise _BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
-            chunks.append(self.rfile.read(size))
-            self.rfile.readline(3)
-        while self.rfile.readline(8192) not in (b"\r\n", b"\n", b""):  # trailers
-            pass
-        return b"".join(chunks)
+                raise _Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+            self._spool(spool, size)
+            if self._read(2) != b"\r\n":
+                raise _Refused(HTTPStatus.BAD_REQUEST)
+        self._fields()  # trailers: bounded as headers are, and not passed on
+        return total
 
-    def _send(self, response: cgi.Response) -> None:
-        self.send_response(response.status, response.reason or None)
-        for name, value in response.headers:
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(response.body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(response.body)
+    def _send(self, response: cgi.Response, close: bool) -> None:
+        lines = [f"HTTP/1.1 {response.status} {response.reason}", f"Server: {SERVER}", f"Date: {_date(int(time.time()))}"]
+        lines += [f"{name}: {value}" for name, value in response.headers]
+        body = response.body
+        if response.status in (HTTPStatus.NO_CONTENT, HTTPStatus.NOT_MODIFIED):
+            body = b""  # they end at their header section: a body would be read as the next response
+        else:
+            lines.append(f"Content-Length: {len(body)}")
+        if close:
+            lines.append("Connection: close")
+        elif self.version == "HTTP/1.0":  # it asked to keep the connection; without this it would not know it may
+            lines.append("Connection: keep-alive")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        if self.method == "HEAD":
+            body = b""
+        if len(body) <= 64 << 10:
+            self._write(head + body)
+        else:
+            self._write(head)
+            self._write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the stdlib's name
-        """No access log: failures are logged by CgiServer with what went wrong."""
+    def _write(self, data: bytes) -> None:
+        self.request.settimeout(self.server.limits.idle_timeout)  # sendall's whole duration, not per send
+        self.request.sendall(data)
+
+    def _linger(self) -> None:
+        """After a refusal: stop sending and read (and drop) what the client still sends for a moment."""
+        with contextlib.suppress(OSError):
+            self.request.shutdown(socket.SHUT_WR)
+            self.clock.deadline = time.monotonic() + _LINGER
+            while self.rfile.read1(64 << 10):
+                pass
+
+
+@functools.lru_cache(maxsize=1)
+def _date(second: int) -> str:
+    return email.utils.formatdate(second, usegmt=True)
+
+
+def _origin_form(method: str, target: str) -> str:
+    """The path and query of a request target (RFC 9112 3.2); a path starting with '//' is cut to
+    one '/' (clients would take it for a host: an open redirect). A %00 is refused: the guest's
+    PATH_INFO would end there (C strings), and "/admin%00.png" would pass for "/admin"."""
+    if "%00" in target:
+        raise _Refused(HTTPStatus.BAD_REQUEST)
+    if target == "*" and method == "OPTIONS":
+        return target
+    if not target.startswith("/"):
+        absolute = _ABSOLUTE.fullmatch(target)
+        if absolute is None:
+            raise _Refused(HTTPStatus.BAD_REQUEST)
+        target = "/" + absolute[1].lstrip("/")
+    return "/" + target.lstrip("/") if target.startswith("//") else target
+
+
+def _framed(method: str, target: str, version: str, fields: list[tuple[str, str]], max_body: int) -> _Head:
+    """How the body is framed, by RFC 9112 6.3's rules; any message whose length could be read
+    two ways (the root of request smuggling) is refused with a 400."""
+    lengths: list[str] = []
+    codings: list[str] = []
+    connection: list[str] = []
+    expect: list[str] = []
+    transfer_encoding = False
+    hosts = 0
+    for name, value in fields:
+        key = name.lower()
+        if key == "content-length":
+            lengths += [item.strip(" \t") for item in value.split(",")]
+        elif key == "transfer-encoding":
+            transfer_encoding = True
+            codings += [item for item in (item.strip(" \t").lower() for item in value.split(",")) if item]
+        elif key == "connection":
+            connection += [item.strip(" \t").lower() for item in value.split(",")]
+        elif key == "expect":
+            expect.append(value.lower())
+        elif key == "host":
+            hosts += 1
+    if version == "HTTP/1.1" and hosts != 1:  # RFC 9112 3.2
+        raise _Refused(HTTPStatus.BAD_REQUEST)
+    length = 0
+    if transfer_encoding:
+        if lengths or version == "HTTP/1.0" or not codings or codings[-1] != "chunked" or "chunked" in codings[:-1]:
+            raise _Refused(HTTPStatus.BAD_REQUEST)
+        if len(codings) > 1:  # gzip, chunked: a coding this server does not undo
+            raise _Refused(HTTPStatus.NOT_IMPLEMENTED)
+    elif lengths:
+        if not all(_LENGTH.fullmatch(item) for item in lengths) or len({int(item) for item in lengths}) != 1:
+            raise _Refused(HTTPStatus.BAD_REQUEST)
+        length = int(lengths[0])
+        if length > max_body:
+            raise _Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+    if expect and expect != ["100-continue"]:
+        raise _Refused(HTTPStatus.EXPECTATION_FAILED)
+    close = "close" in connection or (version == "HTTP/1.0" and "keep-alive" not in connection)
+    expect_continue = bool(expect) and version == "HTTP/1.1" and (transfer_encoding or length > 0)
+    return _Head(method, target, version, fields, length, transfer_encoding, close, expect_continue)

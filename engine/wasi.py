@@ -2,28 +2,33 @@
 
 A fresh WasiConfig inherits nothing: no argv, env, stdio, files or network unless set here.
 The network is never granted (wasmtime-py 50's C API leaves TCP sockets denied even after
-`wasi_config_inherit_network`), so the guest's sockets are always refused.
+`wasi_config_inherit_network`), so the guest's sockets are always refused. A stdin that can
+block (a FIFO, a pipe, a terminal) comes through the engine's relay (stdin.py), which a stop
+closes.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import wasmtime
 
-from wasm_oci.engine import ffi
+from wasm_oci.engine import ffi, stdin
 from wasm_oci.engine.spec import INHERIT, Inherit, RunSpec
 from wasm_oci.errors import NotFound
 
 
-def wasi_config(spec: RunSpec) -> wasmtime.WasiConfig:
-    """A config that already holds the stdio files it opened: closed here if a later step
-    fails, so a failed setup leaves no descriptor behind for the garbage collector."""
+def wasi_config(spec: RunSpec) -> tuple[wasmtime.WasiConfig, stdin.Stream | None]:
+    """A config that already holds the stdio files it opened, and the run's stdin relay
+    (None: no stdin that can block): both closed here if a later step fails, so a failed
+    setup leaves no descriptor behind for the garbage collector."""
     config = wasmtime.WasiConfig()
+    relay = None
     try:
         config.argv = list(spec.args)
         config.env = list(spec.env.items())
-        _stream(config, "stdin", spec.stdin)
+        relay = _stdin(config, spec.stdin)
         _stream(config, "stdout", spec.stdout)
         _stream(config, "stderr", spec.stderr)
         for preopen in spec.preopens:
@@ -35,8 +40,32 @@ def wasi_config(spec: RunSpec) -> wasmtime.WasiConfig:
                 raise NotFound(f"preopen {preopen.host}: cannot open") from None
     except BaseException:
         config.close()
+        if relay is not None:
+            relay.close()
         raise
-    return config
+    return config, relay
+
+
+def _stdin(config: wasmtime.WasiConfig, value: Path | bytes | Inherit | None) -> stdin.Stream | None:
+    if value is None or isinstance(value, bytes):
+        _stream(config, "stdin", value)
+        return None
+    try:
+        relay = stdin.relayed(value)
+    except OSError:
+        raise NotFound(f"stdin {value}: cannot open") from None
+    if relay is None:
+        _stream(config, "stdin", value)
+        return None
+    stream, guest_end = relay
+    try:
+        config.stdin_file = f"/proc/self/fd/{guest_end}"  # a pipe with a writer: the open does not wait
+    except BaseException:
+        stream.close()
+        raise
+    finally:
+        os.close(guest_end)
+    return stream
 
 
 def _stream(config: wasmtime.WasiConfig, name: str, value: Path | bytes | Inherit | None) -> None:

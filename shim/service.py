@@ -271,7 +271,8 @@ class TaskService:
                              sum(peak for _, peak in held), None)
 
     async def CloseIO(self, request: api.CloseIORequest, context: Context) -> Empty:
-        """The guest's stdin is Wasmtime's own; the shim holds no end of it to close."""
+        """Nothing to do: the client's close of its stdin end is the guest's end-of-file
+        (the engine relays the FIFO), and the shim holds no write end of it to close."""
         self._get(context, request.id, request.exec_id)
         return Empty()
 

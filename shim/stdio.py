@@ -1,16 +1,19 @@
 """A task's stdio FIFOs (the client's: ctr's, CRI's): attaching the guest to them without
 blocking and without losing its output.
 
-The guest's Wasmtime opens the FIFO paths itself, and an open of one end of a FIFO blocks
-until the other end is open. Around it:
+The guest's Wasmtime opens the output FIFO paths itself, and an open of one end of a FIFO
+blocks until the other end is open. Around it:
 - at Create, wait (up to READER_TIMEOUT) for the client to open stdout and stderr for reading
   (clients start opening their ends before they send Create) and hold a write end of each,
-  and hold stdin read-write while Wasmtime opens it, so Wasmtime's open returns at once (a
-  client that never attaches gets EPIPE and EOF);
+  so Wasmtime's open returns at once (a client that never attaches gets EPIPE);
 - at exit, before the exit is reported, wait (up to DRAIN_TIMEOUT) until the client has read
   what the guest wrote, then let go. ctr opens its FIFOs on goroutines and, once it sees the
   exit, cancels an open that has not completed: without this, the output of a guest that
   ends within a millisecond is lost now and then (seen once in 150 runs with 50 at once).
+
+Stdin needs nothing here: the engine opens a FIFO stdin itself without blocking and relays it
+(engine/stdin.py), so that a kill can close it under a guest blocked reading it; the client's
+close, or no client writing at the guest's start, is the guest's end-of-file as before.
 """
 
 from __future__ import annotations
@@ -81,8 +84,8 @@ class Attachment:
     """The shim's own ends of a task's stdio FIFOs, from Create until the exit is reported."""
 
     def __init__(self, stdio: Stdio, reader_timeout: float = READER_TIMEOUT) -> None:
-        self._unattended: list[str] = [stdio.stdin] if _is_fifo(stdio.stdin) else []
-        """Paths Wasmtime's open would block on: stdin, and outputs nobody reads."""
+        self._unattended: list[str] = []
+        """Output paths nobody reads, which Wasmtime's open would block on."""
         self._outputs: list[tuple[str, int]] = []
         """Write ends of outputs a client reads, held until the exit so `drain` can watch them."""
         try:
@@ -103,8 +106,8 @@ class Attachment:
     @contextmanager
     def opening(self) -> Iterator[None]:
         """Hold read-write ends of the unattended paths while Wasmtime opens them, so its
-        opens return at once; let go after, so the guest sees EOF on a stdin the client
-        stops writing and EPIPE on an output nobody reads, as a process would."""
+        opens return at once; let go after, so the guest sees EPIPE on an output nobody
+        reads, as a process would."""
         held: list[int] = []
         try:
             for path in self._unattended:

@@ -13,9 +13,11 @@ by a thread wake-up. The same thread then waits for the client to read the guest
 and reports the exit. A start function in a core module (rare: WASI programs start at
 `_start`) therefore runs at Create.
 
-A kill stops the guest at its next epoch check, within a millisecond while it runs Wasm. A
-guest blocked in a host call (a WASI clock wait, a read) only gets there when the call
-returns: after KILL_GRACE the task is reported dead anyway, as the kill promised, its stdio
+A kill stops the guest at its next epoch check, within a millisecond while it runs Wasm. The
+kill also ends the host calls the engine can cut short: a read of stdin (its relay closes) and
+a preview 1 module's clock wait; the guest's thread then ends at once, with everything it held.
+A guest blocked in another host call (a component's clock wait) only gets there when the call
+returns: after KILL_GRACE the task is reported dead anyway, as the kill promised, its output
 FIFOs are let go at once (clients such as CRI wait for their end-of-file), and the guest's
 thread ends by itself when its call returns (holding its memory and preopened directories
 until then).
@@ -213,6 +215,6 @@ class Task:
 
     def _abandon(self, execution: Execution, killed: RunResult) -> None:
         if self.status == Status.RUNNING and execution.wait(0) is None:
-            self.log.warning("the guest is blocked in a host call: reported killed now, it ends when the call returns")
+            self.log.warning("the guest is blocked in a host call a kill cannot end: reported killed now, it ends when the call returns")
             execution.release_stdio()
             self.finish(killed)

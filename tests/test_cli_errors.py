@@ -38,6 +38,10 @@ def test_each_failure_has_its_own_exit_code(wasm_oci: ToolRunner, tmp_path: Path
         "unreachable": (("push", HELLO, f"127.0.0.1:{port}/x:1", "--plain-http"), 8, f"cannot reach registry 127.0.0.1:{port}: connection refused"),
         "unknown host": (("inspect", "no-such-host.invalid/x:1"), 8, "cannot reach registry no-such-host.invalid: unknown host"),
         "not in store": (("inspect", "never-pushed:1"), 5, "never-pushed:1 not found in"),
+        "missing --dir": (("run", "--dir", f"{tmp_path}/nope:/data", HELLO), 5, f"--dir {tmp_path}/nope: no such directory"),
+        "option after SOURCE": (("run", HELLO, "--timeout", "5"), 2, "--timeout after SOURCE would go to the guest"),
+        "bad SOURCE_DATE_EPOCH": (("package", HELLO, "--created", "now"), 2, "neither RFC 3339"),
+        "directory as SOURCE": (("run", tmp_path), 3, f"{tmp_path} is a directory; expected a .wasm file"),
     }
     codes = set()
     for name, (args, code, message) in cases.items():
@@ -46,7 +50,7 @@ def test_each_failure_has_its_own_exit_code(wasm_oci: ToolRunner, tmp_path: Path
         assert result.returncode == code, (name, result.returncode, line)
         assert line.startswith("wasm-oci: error: ") and message in line, (name, line)
         codes.add(code)
-    assert codes == {3, 4, 5, 8}
+    assert codes == {2, 3, 4, 5, 8}
     assert not (tmp_path / "l").exists(), "a failed push must not create its destination"
 
 
@@ -63,3 +67,11 @@ def test_failed_pull_keeps_an_existing_output(wasm_oci: ToolRunner, tmp_path: Pa
     result = wasm_oci(*[a.format(out=out) for a in args], check=False)
     assert result.returncode == 8
     assert out.read_bytes() == b"mine" and sorted(p.name for p in tmp_path.iterdir()) == ["keep.wasm", "wasm-oci-home"]
+
+
+def test_serve_on_an_address_in_use_is_its_own_error(wasm_oci: ToolRunner) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = wasm_oci("serve", HELLO, "--listen", f"127.0.0.1:{taken.getsockname()[1]}", check=False)
+    assert result.returncode == 15 and "cannot listen on" in _one_line(result.stderr)

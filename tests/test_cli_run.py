@@ -86,7 +86,7 @@ def test_ctrl_c_stops_a_spinning_guest(home: Path, tmp_path: Path) -> None:
     [
         (["run", "/etc/hostname"], 4, "hostname: not a WebAssembly binary"),
         (["run", "missing.wasm"], 5, "missing.wasm: no such file"),
-        (["run", "--dir", "/nonexistent:/data", HELLO], 2, "no such directory"),
+        (["run", "--dir", "/nonexistent:/data", HELLO], 5, "--dir /nonexistent: no such directory"),
         (["run", "--memory", "lots", HELLO], 2, "is not a size"),
     ],
 )

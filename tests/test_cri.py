@@ -209,8 +209,8 @@ def test_stop_container_sends_sigterm_which_ends_a_guest_at_once(node: CriNode, 
 
 def test_stop_container_of_a_guest_blocked_in_a_host_call(node: CriNode, images: Images,
                                                          pod: tuple[str, cri.PodSandboxConfig]) -> None:
-    """The guest sleeps in poll_oneoff: the shim reports it killed, lets go of its stdio and
-    CRI sees it exited although its thread only ends when the sleep does."""
+    """The guest sleeps in poll_oneoff for an hour: the kill cuts the sleep short and CRI sees
+    it exited at once."""
     pod_id, config = pod
     sleeping = node.create(pod_id, config, "sleeper", images["sleeper"])
     node.start(sleeping)
@@ -422,6 +422,61 @@ def test_a_killed_shim_daemon_ends_its_containers_and_the_pod_can_go(node: CriNo
 
 # -- nothing leaks -----------------------------------------------------------------------------
 
+# Reads stdin once and exits with the number of bytes read.
+STDIN_READER = module(
+    '(import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))'
+    ' (memory (export "memory") 1)'
+    ' (func (export "_start") (i32.store (i32.const 0) (i32.const 64)) (i32.store (i32.const 4) (i32.const 100))'
+    '  (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))'
+    '  (call $exit (i32.load (i32.const 8))))'
+)
+
+
+def create_with_stdin(node: CriNode, pod_id: str, pod: cri.PodSandboxConfig, name: str, image: str) -> str:
+    """A container whose stdin is open (CRI holds the FIFO's write end for an attach that never comes)."""
+    config = cri.ContainerConfig(metadata=cri.ContainerMetadata(name=name), image=cri.ImageSpec(image=image),
+                                 log_path=f"{name}/0.log", stdin=True, linux=cri.LinuxContainerConfig())
+    request = cri.CreateContainerRequest(pod_sandbox_id=pod_id, config=config, sandbox_config=pod)
+    return node.call(node.runtime.CreateContainer, request).container_id
+
+
+def guest_threads(pid: int) -> int:
+    return daemon_usage(pid)[1][GUEST]
+
+
+def test_killed_guests_blocked_in_host_calls_leave_no_thread_behind(node: CriNode, images: Images) -> None:
+    """Guests sleeping in poll_oneoff and guests blocked reading stdin: each one's thread ends
+    with its kill (the sleep is cut short, the stdin relay closes), so the daemon's wasm-guest
+    threads are back to the baseline within a moment of the stops, not an hour later."""
+    config = node.pod_config("blocked")
+    pod_id = node.run_pod(config)
+    daemon = verbose_pid(node, pod_id)
+    reader = images.shim.push("stdin-reader", STDIN_READER, pull=False)
+    node.pull(reader)
+    baseline = guest_threads(daemon)
+    containers = [node.create(pod_id, config, f"sleeper{i}", images["sleeper"]) for i in range(3)]
+    containers += [create_with_stdin(node, pod_id, config, f"reader{i}", reader) for i in range(3)]
+    for container_id in containers:
+        node.start(container_id)
+    time.sleep(0.5)
+    for container_id in containers:
+        assert node.status(container_id).state == RUNNING, "blocked in its host call"
+    assert guest_threads(daemon) == baseline + len(containers)
+    began = time.monotonic()
+    for container_id in containers:
+        node.stop_container(container_id, grace=0)
+    for container_id in containers:
+        assert node.wait_state(container_id, EXITED, timeout=PROMPT).exit_code == 137
+    deadline = time.monotonic() + 5
+    while guest_threads(daemon) > baseline and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert guest_threads(daemon) == baseline
+    assert time.monotonic() - began < 3
+    for container_id in containers:
+        node.remove_container(container_id)
+    node.stop_pod(pod_id)
+    node.remove_pod(pod_id)
+
 def daemon_usage(pid: int) -> tuple[int, Counter[str]]:
     """A process's open descriptors, and its threads by kernel name."""
     names = Counter(Path(f"/proc/{pid}/task/{t}/comm").read_text().strip() for t in os.listdir(f"/proc/{pid}/task"))
@@ -486,7 +541,7 @@ def test_hundreds_of_mixed_endings_leave_the_daemon_as_they_found_it(node: CriNo
     began = time.monotonic()
     run(range(MIXED_RUNS))
     took = time.monotonic() - began
-    deadline = time.monotonic() + 15  # a stopped sleeper's thread ends when its 1 s sleep does
+    deadline = time.monotonic() + 15  # Wasmtime's tokio threads leave after a 10 s keep-alive
     while not settled(after := daemon_usage(daemon), baseline) and time.monotonic() < deadline:
         time.sleep(0.1)
     print(f"\n{MIXED_RUNS} containers in {took:.1f} s; outcomes {sorted(outcomes.items())}; "

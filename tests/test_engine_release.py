@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import wasmtime
 
-from services.shim import sleeper
 from wasm_oci.engine import Engine, Preopen, RunSpec, memory
 from wasm_oci.errors import NotFound
 
@@ -25,6 +24,24 @@ TRAP = wasmtime.wat2wasm('(module (func (export "_start") unreachable))')
 GROW = wasmtime.wat2wasm("""(module (memory 1) (func (export "_start")
   (loop $more (br_if $more (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable))""")
 TOO_BIG = wasmtime.wat2wasm('(module (memory 300) (func (export "_start")))')
+# A component sleeping 30 s in pollable.block: a clock wait no stop can cut short (clocks.py).
+COMPONENT_SLEEPER = wasmtime.wat2wasm("""(component
+  (import "wasi:io/poll@0.2.0" (instance $poll
+    (export "pollable" (type (sub resource)))
+    (export "[method]pollable.block" (func (param "self" (borrow 0))))))
+  (alias export $poll "pollable" (type $pollable))
+  (import "wasi:clocks/monotonic-clock@0.2.0" (instance $clock
+    (alias outer 1 $pollable (type)) (export "pollable" (type (eq 0)))
+    (export "subscribe-duration" (func (param "when" u64) (result (own 1))))))
+  (core func $subscribe (canon lower (func $clock "subscribe-duration")))
+  (core func $block (canon lower (func $poll "[method]pollable.block")))
+  (core module $m (import "" "subscribe" (func $subscribe (param i64) (result i32)))
+    (import "" "block" (func $block (param i32)))
+    (func (export "run") (result i32) (call $block (call $subscribe (i64.const 30000000000))) (i32.const 0)))
+  (core instance $i (instantiate $m (with "" (instance (export "subscribe" (func $subscribe)) (export "block" (func $block))))))
+  (func $run (result (result)) (canon lift (core func $i "run")))
+  (instance $cli (export "run" (func $run)))
+  (export "wasi:cli/run@0.2.0" (instance $cli)))""")
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +136,7 @@ def test_a_setup_that_fails_half_way_closes_what_it_opened(engine: Engine, tmp_p
 
 def test_a_guest_blocked_in_a_host_call_lets_go_of_its_fifos_on_request(engine: Engine, tmp_path: Path) -> None:
     """What the shim does after a kill the guest cannot see yet: the FIFO's reader gets EOF
-    while the guest still sleeps in poll_oneoff."""
+    while the component still sleeps in pollable.block."""
     out = tmp_path / "out.fifo"
     os.mkfifo(out)
     eof = threading.Event()
@@ -131,7 +148,7 @@ def test_a_guest_blocked_in_a_host_call_lets_go_of_its_fifos_on_request(engine: 
 
     reader = threading.Thread(target=read_to_eof, daemon=True)
     reader.start()
-    execution = engine.execution(engine.load(sleeper(30, 0), name="sleeper.wasm"), RunSpec(stdout=out))
+    execution = engine.execution(engine.load(COMPONENT_SLEEPER, name="sleeper.wasm"), RunSpec(stdout=out))
     execution.start()
     time.sleep(0.2)
     execution.kill()

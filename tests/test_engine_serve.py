@@ -73,7 +73,7 @@ def test_chunked_and_large_bodies(serve: Serve) -> None:
     assert fetch(conn, "PUT", "/", iter([b"abc", b"def"]))[2] == b"ABCDEF"  # http.client sends an iterable chunked
     big = b"x" * 300_000
     assert fetch(conn, "POST", "/", big)[2] == big.upper()
-    # refused on the declared length, before reading the body (a client still sending would see a reset)
+    # refused on the declared length, before reading the body (what the client still sends is read and dropped for a moment)
     assert fetch(conn, "POST", "/", b"x", {"Content-Length": str((1 << 20) + 1)})[0] == 413
 
 
@@ -149,6 +149,9 @@ def test_environ_maps_request_to_cgi_variables() -> None:
 def test_environ_drops_headers_that_could_pose_as_others() -> None:
     env = cgi.environ(request([("Proxy", "http://evil"), ("X_Forwarded_For", "spoof")]))
     assert "HTTP_PROXY" not in env and "HTTP_X_FORWARDED_FOR" not in env
+    env = cgi.environ(request([("X.Path", "1"), ("Path-Info", "/x"), ("Content-Length", "9")]))
+    assert {name for name in env if name.startswith("HTTP_")} == {"HTTP_PATH_INFO"}  # a client sets nothing else
+    assert (env["PATH_INFO"], env["CONTENT_LENGTH"]) == ("/a b/c", "5")
 
 
 def test_parse_response_status_headers_and_body() -> None:
@@ -161,3 +164,8 @@ def test_parse_response_status_headers_and_body() -> None:
     assert (plain.status, plain.body) == (200, b"just text\n\nwith a blank line")
     with pytest.raises(cgi.MalformedResponse):
         cgi.parse_response(b"Status: teapot\n\n")
+    with pytest.raises(cgi.MalformedResponse):  # an interim status: the body would be read as the next response
+        cgi.parse_response(b"Status: 100 Continue\n\n")
+    # a control character anywhere in the block (CR, NUL): no header block, all body
+    for output in (b"X-A: a\rSet-Cookie: b\n\nbody", b"X-A: a\x00b\n\nbody", b"Status: 200 OK\rX: y\r\n\r\nbody"):
+        assert cgi.parse_response(output) == cgi.Response(200, "OK", [("Content-Type", "application/octet-stream")], output)

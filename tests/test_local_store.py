@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from services.registry import RegistryServer, plain_registry
 from services.tools import ToolRunner
-from services.wasmgen import HELLO
+from services.wasmgen import HELLO, padded_component
 
 pytestmark = pytest.mark.registry
 
@@ -58,9 +58,11 @@ def test_pulled_artifacts_run_without_the_registry(wasm_oci: ToolRunner, tmp_pat
     assert wasm_oci("push", "--offline", HELLO, f"{gone.host}/offline/hello:3", check=False).returncode == 2
 
 
-def test_a_failed_pull_leaves_no_blob(wasm_oci: ToolRunner, registry: RegistryServer) -> None:
+def test_a_failed_pull_leaves_no_blob(wasm_oci: ToolRunner, registry: RegistryServer, tmp_path: Path) -> None:
+    unique = tmp_path / "unique.wasm"  # its layer is corrupted below: no other test may share it
+    unique.write_bytes(padded_component(16 << 10, seed=b"failed pull"))
     ref = f"{registry.host}/broken/hello:1"
-    pushed = json.loads(wasm_oci("push", HELLO, ref, "--plain-http", "--format", "json").stdout)
+    pushed = json.loads(wasm_oci("push", unique, ref, "--plain-http", "--format", "json").stdout)
     manifest = json.loads(registry.blob_path(pushed["digest"]).read_bytes())
     layer = registry.blob_path(manifest["layers"][0]["digest"])
     layer.chmod(0o644)

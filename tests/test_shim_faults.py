@@ -15,6 +15,7 @@ import pytest
 from services.registry import RegistryServer
 from services.shim import EXAMPLES, RUNTIME, ShimHarness, shim_harness, sleeper
 from services.events import EventWatcher
+from test_engine_release import COMPONENT_SLEEPER
 
 pytestmark = [pytest.mark.containerd, pytest.mark.registry]
 
@@ -79,7 +80,9 @@ def test_containerd_restart_reconnects_and_sees_the_exit(faulty: ShimHarness) ->
 
 
 def test_kill_of_a_guest_blocked_in_a_host_call_is_reported_at_once(faulty: ShimHarness) -> None:
-    image = faulty.push("sleep-60s", sleeper(60, 0))
+    """A component sleeping in pollable.block: the one wait a kill cannot cut short (a module's
+    poll_oneoff it can, see test_engine_limits), so the shim abandons it after its grace."""
+    image = faulty.push("component-sleeper", bytes(COMPONENT_SLEEPER))
     ctr = faulty.containerd.ctr
     ctr("run", "-d", "--null-io", "--runtime", RUNTIME, image, "blocked")
     faulty.wait_status("blocked", "RUNNING")

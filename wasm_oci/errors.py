@@ -111,6 +111,13 @@ class KeyPasswordRequired(TrustConfigError):
     """An encrypted private key and no password to open it; the CLI prompts when it can."""
 
 
+class ListenError(WasmOciError):
+    """The HTTP trigger cannot listen on its address (in use, not permitted, not an address here)."""
+
+    exit_code = 15
+    grpc_code = "UNAVAILABLE"
+
+
 class UnsatisfiedImport(WasmOciError):
     """A guest that imports something this host does not provide; the message names the import."""
 
