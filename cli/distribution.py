@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
@@ -15,6 +15,10 @@ from wasm_oci.cli.signing import report_signed, report_trust, sign_key_option, s
 from wasm_oci import api
 from wasm_oci.oci.api import names_wasm_file
 from wasm_oci.oci.artifact import WasmArtifact
+
+if TYPE_CHECKING:
+    from wasm_oci.signing.attach import Attached
+    from wasm_oci.signing.trust import Decision
 
 
 FORMATS = click.Choice(["image", "artifact"])
@@ -110,7 +114,7 @@ def push_cmd(source: str, dest: str, fmt: str, sign_key: Any, **kwargs: Any) -> 
     options = build_registry_options(**kwargs)
     result = api.push(source, dest, options, options, ProgressLine("push"), _package_opts(**kwargs), sign_key)
     if result.signatures and fmt != "json":
-        report_signed(result.descriptor.digest, result.signatures)
+        report_signed(result.descriptor.digest, cast("tuple[Attached, ...]", result.signatures))  # what api.push attaches
     _report(result, fmt, "push")
 
 
@@ -123,7 +127,7 @@ def push_cmd(source: str, dest: str, fmt: str, sign_key: Any, **kwargs: Any) -> 
 def pull_cmd(ref: str, output: Path | None, fmt: str, verify_keys: Any, **kwargs: Any) -> None:
     """Pull REF into the local store (or its wasm into -o), verifying every blob's digest."""
     result = api.pull(ref, build_registry_options(**kwargs), output, ProgressLine("pull"), verify_keys)
-    report_trust(result.trust, verbose=fmt != "json")
+    report_trust(cast("Decision | None", result.trust), verbose=fmt != "json")  # what api.pull decides
     _report(result, fmt, "pull")
 
 

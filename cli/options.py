@@ -5,14 +5,17 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from wasm_oci.oci.options import RegistryOptions
 
 
-def registry_options(func: Callable[..., Any]) -> Callable[..., Any]:
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def registry_options(func: F) -> F:
     options = [
         click.option("--plain-http", is_flag=True, help="Use HTTP instead of HTTPS (loopback registries)."),
         click.option("--ca-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="CA bundle for the registry's TLS certificate."),

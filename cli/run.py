@@ -14,7 +14,8 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -66,11 +67,14 @@ class DirMapping(click.ParamType[Preopen]):
         return Preopen(Path(host), guest, read_only)
 
 
-def guest_options(memory: str | None, timeout: float | None) -> Any:
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def guest_options(memory: str | None, timeout: float | None) -> Callable[[F], F]:
     """The run spec options `run` and `serve` share; serve has per-request default limits."""
     limit_note = " (per request)" if timeout is not None else ""
 
-    def decorate(func: Any) -> Any:
+    def decorate(func: F) -> F:
         for option in reversed([
             click.option("-e", "--env", "envs", type=KeyValue(), multiple=True, help="Environment variable for the guest (repeatable); nothing else of the host's environment is visible."),
             click.option("--dir", "dirs", type=DirMapping(), multiple=True, metavar="HOST:GUEST[:ro]",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from wasm_oci import api, paths
 from wasm_oci.errors import SignatureError
@@ -55,4 +55,4 @@ def resolve(src: str, options: RegistryOptions | None = None, verify_keys: Seque
     wasm = fetch_bytes(store, layer, f"wasm layer of {pulled.reference}", limit=MAX_WASM)
     name = artifact.entrypoint[0] if artifact.entrypoint else layer.annotations.get(TITLE, "app.wasm")
     env = {key: value for key, _, value in (item.partition("=") for item in artifact.env)}
-    return Source(wasm, layer.digest, name, env, pulled.trust)
+    return Source(wasm, layer.digest, name, env, cast("Decision | None", pulled.trust))  # what api.pull decides

@@ -28,7 +28,7 @@ _HOMES = {
     "Engine": "runner", "Execution": "runner", "Program": "program", "RunSpec": "spec", "Preopen": "spec",
     "INHERIT": "spec", "RunResult": "result", "TRAP_STATUS": "result", "TIMEOUT_STATUS": "result",
 }
-__all__ = list(_HOMES)
+__all__ = ["INHERIT", "TIMEOUT_STATUS", "TRAP_STATUS", "Engine", "Execution", "Preopen", "Program", "RunResult", "RunSpec"]
 
 
 def __getattr__(name: str) -> Any:

@@ -11,7 +11,7 @@ come in a `RegistryOptions`. Errors are `wasm_oci.errors.WasmOciError` subclasse
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -44,7 +44,7 @@ PackageOptions = packaging.PackageOptions
 class Report(Protocol):
     """What a trust check or a signer reports back, for `--format json`."""
 
-    def to_json(self) -> dict[str, object]: ...
+    def to_json(self) -> Mapping[str, object]: ...
 
 
 TrustCheck = Callable[[Reference, Target, Descriptor], Report | None]

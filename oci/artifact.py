@@ -90,7 +90,10 @@ def read(target: ReadOnlyTarget, desc: Descriptor) -> WasmArtifact:
     if config.media_type == mediatypes.OCI_IMAGE_CONFIG:
         image = documents.section(config_json, "config", what)
         labels = documents.string_map(image, "Labels", what)
-        split = lambda key: tuple(x for x in labels.get(LABEL_PREFIX + key, "").split(",") if x)  # noqa: E731
+
+        def split(key: str) -> tuple[str, ...]:
+            return tuple(x for x in labels.get(LABEL_PREFIX + key, "").split(",") if x)
+
         return WasmArtifact(
             format="image",
             target=labels.get(LABEL_PREFIX + "target"),

@@ -95,7 +95,8 @@ def remove(names: Sequence[str]) -> list[str]:
     """Drop these names (their blobs stay until `prune`); returns the names removed, or raises
     NotFound naming those that were not there (after removing the others)."""
     store = open_store()
-    gone, missing = [], []
+    gone: list[str] = []
+    missing: list[str] = []
     for name in names:
         ref = references.parse(name)
         key = name_for(ref, ref.digest or "") if isinstance(ref, RegistryReference) else _store_name(name)

@@ -81,7 +81,7 @@ class _SizedReader:
         return out
 
 
-class RemoteRepository(oras.provider.Registry):
+class RemoteRepository(oras.provider.Registry):  # type: ignore[misc]  # oras-py ships no type information
     def __init__(self, ref: RegistryReference, options: RegistryOptions | None = None) -> None:
         self.options = options or RegistryOptions()
         super().__init__(hostname=ref.registry, insecure=self.options.plain_http, tls_verify=self.options.verify)
@@ -102,7 +102,7 @@ class RemoteRepository(oras.provider.Registry):
         """Whether `url` is on the registry's own origin: the only one its credentials go to."""
         return origin(url) == origin(self.root)
 
-    def do_request(  # type: ignore[override]
+    def do_request(
         self,
         url: str,
         method: str = "GET",

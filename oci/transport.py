@@ -98,7 +98,7 @@ class _Connection(HTTPConnection):
         _watched(sock)
         return sock
 
-    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def request(self, *args: Any, **kwargs: Any) -> None:
         _watched(self.sock)  # a kept-alive connection, or the TLS socket that wraps a new one
         super().request(*args, **kwargs)
 
@@ -109,7 +109,7 @@ class _TLSConnection(HTTPSConnection):
         _watched(sock)
         return sock
 
-    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def request(self, *args: Any, **kwargs: Any) -> None:
         _watched(self.sock)
         super().request(*args, **kwargs)
 

@@ -9,11 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from wasm_oci.binary import sniff
 from wasm_oci.errors import InvalidWasm
-
-_MAGIC = b"\0asm"
-_MODULE_VERSION = b"\x01\x00\x00\x00"
-_COMPONENT_LAYER = b"\x01\x00"
 
 # Which export makes a component a command or an HTTP handler, and the world that names it.
 _TARGETS = (
@@ -41,17 +38,6 @@ def _target(exports: tuple[str, ...]) -> str | None:
             if name.startswith(prefix):
                 return f"{world}@{name.rsplit('@', 1)[1]}"
     return None
-
-
-def sniff(data: bytes) -> Literal["component", "module"]:
-    """Classify by header alone; cheap enough for every pull and run."""
-    if len(data) < 8 or data[:4] != _MAGIC:
-        raise InvalidWasm("not a WebAssembly binary (missing \\0asm magic)")
-    if data[4:8] == _MODULE_VERSION:
-        return "module"
-    if data[6:8] == _COMPONENT_LAYER:
-        return "component"
-    raise InvalidWasm(f"unsupported WebAssembly binary version {data[4:8].hex()}")
 
 
 def inspect(data: bytes) -> WasmInfo:

@@ -52,7 +52,8 @@ class TaskSpec:
 
 
 def _is_bind(mount: dict[str, Any]) -> bool:
-    options = mount.get("options") if isinstance(mount.get("options"), list) else []
+    options = mount.get("options")
+    options = options if isinstance(options, list) else []
     return mount.get("type") in ("bind", "rbind") or "bind" in options or "rbind" in options
 
 
@@ -63,13 +64,15 @@ def _whole(value: object) -> int:
 
 def memory_limit(resources: dict[str, Any]) -> int | None:
     """`memory.limit` of an OCI LinuxResources object, None when unlimited (absent, 0, -1)."""
-    memory = resources.get("memory") if isinstance(resources.get("memory"), dict) else {}
+    memory = resources.get("memory")
+    memory = memory if isinstance(memory, dict) else {}
     return _whole(memory.get("limit")) or None
 
 
 def cpu_limits(resources: dict[str, Any]) -> CpuLimits:
     """`cpu` of an OCI LinuxResources object; anything malformed counts as not set."""
-    cpu = resources.get("cpu") if isinstance(resources.get("cpu"), dict) else {}
+    cpu = resources.get("cpu")
+    cpu = cpu if isinstance(cpu, dict) else {}
     text = {key: value if isinstance(value := cpu.get(key), str) else "" for key in ("cpus", "mems")}
     return CpuLimits(_whole(cpu.get("shares")), _whole(cpu.get("quota")), _whole(cpu.get("period")), **text)
 

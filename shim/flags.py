@@ -30,15 +30,15 @@ class UsageError(Exception):
 
 
 class Flags:
-    """The parsed command line; unset strings are ""."""
+    """The parsed command line; unset strings are "". Attributes are spelled out (not set in a
+    loop) so that the type checker knows them."""
 
     __slots__ = (*_STRINGS.values(), *_BOOLS.values(), "action")
 
     def __init__(self) -> None:
-        for name in _STRINGS.values():
-            setattr(self, name, "")
-        for name in _BOOLS.values():
-            setattr(self, name, False)
+        self.namespace = self.address = self.publish_binary = self.id = self.bundle = self.socket = ""
+        self.group_dir = self.config = self.ready_fd = ""
+        self.debug = self.version = False
         self.action = ""
 
     def argv(self) -> list[str]:
@@ -70,9 +70,10 @@ def parse(args: list[str]) -> Flags:
             setattr(flags, _BOOLS[name], value.lower() not in ("false", "0") if has_value else True)
         elif name in _STRINGS:
             if not has_value:
-                value = next(words, None)  # type: ignore[arg-type]
-                if value is None:
+                following = next(words, None)
+                if following is None:
                     raise UsageError(f"flag needs an argument: -{name}")
+                value = following
             setattr(flags, _STRINGS[name], value)
         else:
             raise UsageError(f"flag provided but not defined: -{name}")

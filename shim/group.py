@@ -16,7 +16,7 @@ SANDBOX_ID = b'"io.kubernetes.cri.sandbox-id"'
 LOCK, CONTROL, CONFIG = "lock", "control.sock", "config.toml"
 
 try:  # the C module behind hashlib, without OpenSSL's ~2 ms import
-    from _sha256 import sha256
+    from _sha256 import sha256  # type: ignore[import-not-found]  # no stub: CPython's own
 except ImportError:  # pragma: no cover - other Pythons
     from hashlib import sha256
 

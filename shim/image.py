@@ -66,9 +66,9 @@ class Containerd:
 
                 channel = grpc.insecure_channel(f"unix:{self._address}")
                 self._stubs = {
-                    "containers": containers_pb2_grpc.ContainersStub(channel),
-                    "images": images_pb2_grpc.ImagesStub(channel),
-                    "content": content_pb2_grpc.ContentStub(channel),
+                    "containers": containers_pb2_grpc.ContainersStub(channel),  # type: ignore[no-untyped-call]
+                    "images": images_pb2_grpc.ImagesStub(channel),  # type: ignore[no-untyped-call]
+                    "content": content_pb2_grpc.ContentStub(channel),  # type: ignore[no-untyped-call]
                 }
             return self._stubs[name]
 

@@ -43,7 +43,7 @@ class Lifetime:
             if self._holds.get(key, 0.0) is not None:
                 self._holds[key] = time.monotonic() + RESERVATION_TTL
         self._loop.call_soon_threadsafe(self._rearm)
-        self._loop.call_soon_threadsafe(self._loop.call_later, RESERVATION_TTL + 0.1, self._rearm)
+        self._loop.call_soon_threadsafe(lambda: self._loop.call_later(RESERVATION_TTL + 0.1, self._rearm))
         return True
 
     def claim(self, key: Key) -> None:

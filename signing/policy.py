@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 from wasm_oci.errors import MalformedContent, TrustConfigError
 from wasm_oci.oci import documents
@@ -88,7 +88,7 @@ def _rule(entry: Any, where: str, base: Path, scope: str) -> Rule:
     try:
         from wasm_oci.signing.keys import load_public  # cryptography: only when a policy names keys
 
-        return Rule(scope, mode, tuple(load_public(base / p) for p in paths))
+        return Rule(scope, cast(Mode, mode), tuple(load_public(base / p) for p in paths))
     except TrustConfigError as exc:
         raise TrustConfigError(f"{where}: {exc}") from None
 

@@ -19,7 +19,7 @@ from grpc import aio
 from wasm_oci.shim.transport.rpc import Context, Method, Registry, metadata_of, status_of
 from wasm_oci.shim.transport.ttrpc import socket_path
 
-_Behavior = Callable[[Message, aio.ServicerContext], Coroutine[Any, Any, Message]]
+_Behavior = Callable[[Message, aio.ServicerContext[Message, Message]], Coroutine[Any, Any, Message]]
 
 
 def _serialize(message: Message) -> bytes:
@@ -27,9 +27,9 @@ def _serialize(message: Message) -> bytes:
 
 
 def _behavior(registry: Registry, service: str, name: str, method: Method) -> _Behavior:
-    async def behavior(request: Message, grpc_context: aio.ServicerContext) -> Message:
+    async def behavior(request: Message, grpc_context: aio.ServicerContext[Message, Message]) -> Message:
         remaining = grpc_context.time_remaining()
-        pairs = ((m.key, m.value) for m in grpc_context.invocation_metadata() or () if isinstance(m.value, str))
+        pairs = ((key, value) for key, value in grpc_context.invocation_metadata() or () if isinstance(value, str))
         context = Context(
             service,
             name,
@@ -46,7 +46,7 @@ def _behavior(registry: Registry, service: str, name: str, method: Method) -> _B
     return behavior
 
 
-def generic_handlers(registry: Registry) -> list[grpc.GenericRpcHandler]:
+def generic_handlers(registry: Registry) -> list[grpc.GenericRpcHandler[Any, Any]]:
     """One generic handler per registered service, (de)serializing with the request types."""
     return [
         grpc.method_handlers_generic_handler(

@@ -115,7 +115,7 @@ def _peer_is_same_user(sock: socket.socket) -> bool:
     """The check Go shims make (ttrpc.UnixSocketRequireSameUser): peer uid and gid are ours."""
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _pid, uid, gid = struct.unpack("3i", creds)
-    return uid == os.geteuid() and gid == os.getegid()
+    return bool(uid == os.geteuid() and gid == os.getegid())
 
 
 class _ServerConnection(_FrameProtocol):
