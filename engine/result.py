@@ -19,9 +19,9 @@ from typing import Literal
 
 import wasmtime
 
-TRAP_STATUS = 128 + signal.SIGABRT
-TIMEOUT_STATUS = 124
-OOM_STATUS = 128 + signal.SIGKILL
+from wasm_oci.status import OOM_STATUS, TIMEOUT_STATUS, TRAP_STATUS, killed
+
+__all__ = ["OOM_STATUS", "TIMEOUT_STATUS", "TRAP_STATUS", "Reason", "RunResult", "Stop", "describe", "trapped"]
 
 Reason = Literal["exit", "trap", "timeout", "killed", "oom"]
 
@@ -50,7 +50,7 @@ class Stop:
         if self.reason == "oom":
             return RunResult(OOM_STATUS, "oom", f"out of memory: its memory limit is {self.limit} bytes", elapsed)
         name = next((known.name for known in signal.Signals if known == self.signal), f"signal {self.signal}")
-        return RunResult(128 + self.signal, "killed", f"killed by {name}", elapsed)
+        return RunResult(killed(self.signal), "killed", f"killed by {name}", elapsed)
 
 
 def describe(error: wasmtime.WasmtimeError | wasmtime.Trap) -> str:

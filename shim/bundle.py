@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from wasm_oci.engine import Preopen
-from wasm_oci.errors import MalformedContent
+from wasm_oci.errors import MalformedContent, RpcError
 from wasm_oci.oci import documents
 from wasm_oci.shim.cgroups import CpuLimits
-from wasm_oci.shim.transport.rpc import RpcError
+
 
 CONTAINER_TYPE = "io.kubernetes.cri.container-type"
 SANDBOX_ID = "io.kubernetes.cri.sandbox-id"

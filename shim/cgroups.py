@@ -28,16 +28,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from wasm_oci.errors import WasmOciError
+from wasm_oci.errors import CgroupError
 
 ROOT = Path("/sys/fs/cgroup")
 _RMDIR_TRIES = 50
-
-
-class CgroupError(WasmOciError):
-    """A cgroup the spec names could not be set up; the message names the file."""
-
-    grpc_code = "FAILED_PRECONDITION"
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 
-from wasm_oci.errors import WasmOciError
+from wasm_oci.errors import ShimConfigError
 from wasm_oci.shim import wire
 
 ENV_CONFIG = "WASM_OCI_SHIM_CONFIG"
@@ -34,13 +34,6 @@ SYSTEM_CONFIG = "/etc/wasm-oci/shim.toml"
 OPTIONS_TYPE = "runtimeoptions.v1.Options"
 GROUPS = ("auto", "namespace", "pod", "task")
 PROTOCOLS = ("ttrpc", "grpc")
-
-
-class ConfigError(WasmOciError):
-    """A shim configuration that cannot be used; `ctr run` shows the message."""
-
-    exit_code = 2
-    grpc_code = "FAILED_PRECONDITION"
 
 
 class ShimConfig:
@@ -61,13 +54,13 @@ class ShimConfig:
 
 def _choice(origin: str, key: str, value: object, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
-        raise ConfigError(f"{origin}: {key} must be one of {', '.join(allowed)}, not {value!r}")
+        raise ShimConfigError(f"{origin}: {key} must be one of {', '.join(allowed)}, not {value!r}")
     return str(value)
 
 
 def _path(origin: str, key: str, value: object) -> str:
     if not isinstance(value, str) or not os.path.isabs(value):
-        raise ConfigError(f"{origin}: {key} must be an absolute path, not {value!r}")
+        raise ShimConfigError(f"{origin}: {key} must be an absolute path, not {value!r}")
     return value
 
 
@@ -80,7 +73,7 @@ def parse(text: str, origin: str) -> ShimConfig:
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{origin}: not valid TOML: {exc}") from None
+        raise ShimConfigError(f"{origin}: not valid TOML: {exc}") from None
     for key, value in doc.items():
         if key == "group":
             config.group = _choice(origin, key, value, GROUPS)
@@ -88,16 +81,16 @@ def parse(text: str, origin: str) -> ShimConfig:
             config.protocol = _choice(origin, key, value, PROTOCOLS)
         elif key == "linger":
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(f"{origin}: linger must be a number of seconds >= 0, not {value!r}")
+                raise ShimConfigError(f"{origin}: linger must be a number of seconds >= 0, not {value!r}")
             config.linger = float(value)
         elif key in ("run_dir", "policy", "cache_dir"):
             setattr(config, key, _path(origin, key, value))
         elif key == "plain_http":
             if not isinstance(value, list) or not all(isinstance(host, str) for host in value):
-                raise ConfigError(f"{origin}: plain_http must be a list of registry hosts")
+                raise ShimConfigError(f"{origin}: plain_http must be a list of registry hosts")
             config.plain_http = tuple(value)
         else:
-            raise ConfigError(f"{origin}: unknown key {key!r} (known: group, protocol, linger, run_dir, policy, cache_dir, plain_http)")
+            raise ShimConfigError(f"{origin}: unknown key {key!r} (known: group, protocol, linger, run_dir, policy, cache_dir, plain_http)")
     return config
 
 
@@ -106,7 +99,7 @@ def _read(path: str, what: str) -> str:
         with open(path, encoding="utf-8") as file:
             return file.read()
     except OSError as exc:
-        raise ConfigError(f"{what} {path}: {exc.strerror}") from None
+        raise ShimConfigError(f"{what} {path}: {exc.strerror}") from None
 
 
 def runtime_options(data: bytes) -> tuple[str, str]:
@@ -125,7 +118,7 @@ def runtime_options(data: bytes) -> tuple[str, str]:
         assert isinstance(path, bytes) and isinstance(body, bytes)
         return path.decode(), body.decode()
     except (ValueError, AssertionError, UnicodeDecodeError):
-        raise ConfigError("runtime options: not a marshalled runtimeoptions.v1.Options") from None
+        raise ShimConfigError("runtime options: not a marshalled runtimeoptions.v1.Options") from None
 
 
 def load(options: bytes) -> ShimConfig:

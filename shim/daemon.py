@@ -16,11 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
 
+from wasm_oci.errors import UsageError
 from wasm_oci.engine import Engine
 from wasm_oci.proto import task_pb2, task_v2_pb2
 from wasm_oci.shim import config as configs
 from wasm_oci.shim import group
-from wasm_oci.shim.flags import Flags, UsageError
+from wasm_oci.shim.flags import Flags
 from wasm_oci.shim.guest import Guests
 from wasm_oci.shim.image import Containerd
 from wasm_oci.shim.lifetime import Lifetime

@@ -8,6 +8,8 @@ every container start and stop, and `dataclasses` alone costs ~13 ms to import h
 
 from __future__ import annotations
 
+from wasm_oci.errors import UsageError
+
 ACTIONS = ("start", "delete", "serve")
 
 _STRINGS = {
@@ -23,10 +25,6 @@ _STRINGS = {
     "ready-fd": "ready_fd",
 }
 _BOOLS = {"debug": "debug", "v": "version"}
-
-
-class UsageError(Exception):
-    """A command line the shim does not understand; printed as one line, exit status 2."""
 
 
 class Flags:

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from wasm_oci.errors import NotFound
+from wasm_oci.errors import NotFound, RpcError
 from wasm_oci.oci.descriptor import Descriptor
-from wasm_oci.shim.transport.rpc import RpcError
+
 
 if TYPE_CHECKING:
     import grpc

@@ -19,7 +19,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from wasm_oci.shim.transport.rpc import RpcError
+from wasm_oci.errors import RpcError
+
 
 RESERVATION_TTL = 60.0
 SHUTDOWN_WAIT = 1.0

@@ -11,8 +11,8 @@ import os
 import sys
 
 from wasm_oci import __version__
-from wasm_oci.errors import WasmOciError
-from wasm_oci.shim.flags import UsageError, parse
+from wasm_oci.errors import UsageError, WasmOciError
+from wasm_oci.shim.flags import parse
 
 NAME = "containerd-shim-wasm-oci-v1"
 

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable
 from typing import Protocol
 
-from wasm_oci.errors import WasmOciError
+from wasm_oci.errors import MountError
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
 MS_REMOUNT, MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC = 0x20, 0x400, 0x800, 0x1000, 0x4000
@@ -30,12 +30,6 @@ _FLAGS = {
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-
-
-class MountError(WasmOciError):
-    """A rootfs mount that failed; the message names the mount and the errno."""
-
-    grpc_code = "INTERNAL"
 
 
 class Mount(Protocol):

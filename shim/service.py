@@ -25,7 +25,9 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from wasm_oci import __version__
+from wasm_oci.errors import RpcError
 from wasm_oci.engine import Engine, Preopen, RunResult, RunSpec
+from wasm_oci.status import killed
 from wasm_oci.proto import events_pb2
 from wasm_oci.proto import task_pb2 as api
 from wasm_oci.proto.task_types_pb2 import ProcessInfo, Status
@@ -37,7 +39,7 @@ from wasm_oci.shim.logs import TASK, BundleLogs
 from wasm_oci.shim.stdio import Stdio
 from wasm_oci.shim.task import Task
 from wasm_oci.shim.transport.events import EventPublisher
-from wasm_oci.shim.transport.rpc import Context, RpcError
+from wasm_oci.shim.transport.rpc import Context
 
 log = logging.getLogger(__name__)
 FORGET_TIMEOUT = 5.0
@@ -190,7 +192,7 @@ class TaskService:
         task = self._get(context, request.id, request.exec_id)
         if task.status == Status.RUNNING:
             raise RpcError("FAILED_PRECONDITION", f"task {task.id} is running: kill it before deleting it")
-        task.finish(RunResult(128 + signals.SIGKILL, "killed", "deleted before it started"))  # no-op once stopped
+        task.finish(RunResult(killed(signals.SIGKILL), "killed", "deleted before it started"))  # no-op once stopped
         await self._remove(task)
         self._publish(task.namespace, events_pb2.TaskDelete(
             container_id=task.id, pid=task.pid, exit_status=task.exit_status, exited_at=_timestamp(task.exited_at_ns)))

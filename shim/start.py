@@ -18,18 +18,12 @@ import select
 import sys
 import time
 
-from wasm_oci.errors import WasmOciError
+from wasm_oci.errors import DaemonError, ShimConfigError, UsageError
 from wasm_oci.shim import api_version, control, group
-from wasm_oci.shim.config import ConfigError, ShimConfig, load
-from wasm_oci.shim.flags import Flags, UsageError
+from wasm_oci.shim.config import ShimConfig, load
+from wasm_oci.shim.flags import Flags
 
 READY_TIMEOUT = 30.0
-
-
-class DaemonError(WasmOciError):
-    """The daemon could not be started; `ctr run` shows the message."""
-
-    grpc_code = "INTERNAL"
 
 
 def _daemonize(argv: list[str], ready_fd: int) -> None:
@@ -106,7 +100,7 @@ def start(flags: Flags, options: bytes) -> str:
     os.makedirs(config.run_dir, mode=0o711, exist_ok=True)
     version = api_version.task_api(flags.publish_binary, config.run_dir)
     if version == api_version.LEGACY and config.protocol == "grpc":
-        raise ConfigError(f"{config.origin}: containerd 1.x talks to shims over ttrpc only; set protocol = \"ttrpc\"")
+        raise ShimConfigError(f"{config.origin}: containerd 1.x talks to shims over ttrpc only; set protocol = \"ttrpc\"")
     bundle = os.getcwd()
     spec = _read_spec(bundle) if config.group in ("auto", "pod") else b""
     directory = group.directory(config, flags.address, group.name(config, flags.namespace, flags.id, spec))

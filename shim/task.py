@@ -1,9 +1,11 @@
 """One container's task: its guest's run and its state as containerd sees it.
 
-CREATED -> RUNNING -> STOPPED, every transition under the task's lock (Start runs on a worker
-thread, Kill and the exit on the event loop). Exit statuses are what runc users see: the
-guest's own code, 128 + the signal for a kill (137 for SIGKILL, 143 for SIGTERM), 134 for a
-trap. The guest runs in this process: its "pid" is the daemon's.
+One state machine, CREATED -> RUNNING -> STOPPED (or CREATED -> STOPPED for a task killed or
+deleted before Start): `_move` is the only place the state changes, under the task's lock
+(Start runs on a worker thread, Kill and the exit on the event loop), and it refuses any
+other transition, as containerd's and runwasi's shims do. Exit statuses are what runc users
+see (engine/status.py): the guest's own code, 128 + the signal for a kill (137 for SIGKILL, 143
+for SIGTERM), 134 for a trap. The guest runs in this process: its "pid" is the daemon's.
 
 A Kubernetes pod sandbox runs no guest: it is RUNNING until killed, as the pause process is.
 
@@ -39,17 +41,24 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from wasm_oci.errors import RpcError
 from wasm_oci.engine import Engine, Execution, Program, RunResult, RunSpec, memory
+from wasm_oci.engine.result import Stop
 from wasm_oci.proto.task_types_pb2 import Status
 from wasm_oci.shim.cgroups import ContainerCgroup
 from wasm_oci.shim.stdio import Attachment, Stdio
 from wasm_oci.shim.threadname import GUEST, name_this_thread
-from wasm_oci.shim.transport.rpc import RpcError
+
 
 # Signals whose default action leaves a process running: delivering them changes nothing.
 HARMLESS = frozenset({0, signals.SIGCHLD, signals.SIGCONT, signals.SIGURG, signals.SIGWINCH})
 STOPPING = frozenset({signals.SIGSTOP, signals.SIGTSTP, signals.SIGTTIN, signals.SIGTTOU})
 KILL_GRACE = 0.05
+TRANSITIONS: dict[int, frozenset[int]] = {
+    Status.CREATED: frozenset({Status.RUNNING, Status.STOPPED}),
+    Status.RUNNING: frozenset({Status.STOPPED}),
+    Status.STOPPED: frozenset(),
+}
 
 
 class Task:
@@ -114,7 +123,7 @@ class Task:
                 self.cgroup.join(thread.native_id)
             except BaseException:
                 with self._lock:
-                    self.status = Status.STOPPED  # Create fails: the parked thread lets go and ends
+                    self._move(Status.STOPPED)  # Create fails: the parked thread lets go and ends
                 self._woken.set()
                 raise
 
@@ -145,11 +154,17 @@ class Task:
     def start(self) -> None:
         """Wake the guest's thread (or, for a sandbox, just be running)."""
         with self._lock:
-            if self.status != Status.CREATED:
-                raise RpcError("FAILED_PRECONDITION", f"task {self.id} is {Status.Name(self.status).lower()}, not created")
-            self.status = Status.RUNNING
+            self._move(Status.RUNNING)
             self._started = time.perf_counter()
         self._woken.set()
+
+    def _move(self, to: int) -> None:
+        """The one place the state changes (the caller holds the lock); FAILED_PRECONDITION for
+        a transition the state machine does not have."""
+        if to not in TRANSITIONS[self.status]:
+            raise RpcError("FAILED_PRECONDITION",
+                           f"task {self.id} is {Status.Name(self.status).lower()}: it cannot become {Status.Name(to).lower()}")
+        self.status = to
 
     def _guest(self, attachment: Attachment, loop: asyncio.AbstractEventLoop) -> None:
         """The guest's thread: parked until Start (or an end before it), then the run and its exit."""
@@ -187,7 +202,7 @@ class Task:
         with self._lock:
             if self.status == Status.STOPPED:
                 return
-            self.status = Status.STOPPED
+            self._move(Status.STOPPED)
             self.exit_status, self.exit_reason = result.status, result.reason
             self.exited_at_ns = time.time_ns()
         self._woken.set()  # a guest that never started lets go of its thread
@@ -206,7 +221,7 @@ class Task:
             running = self._execution if self.status == Status.RUNNING else None
         if signal in HARMLESS:
             return
-        killed = RunResult(128 + signal, "killed", f"killed by signal {signal}")
+        killed = Stop("killed", signal).result(0.0)
         if running is None:  # never started, or a sandbox: nothing runs that must stop first
             self.finish(killed)
             return

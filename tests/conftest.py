@@ -121,3 +121,20 @@ def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("DOCKER_CONFIG", str(home / ".docker"))
     monkeypatch.setenv("HOME", str(home))
     return home
+
+
+_MARKED_BY_FIXTURE = {
+    "registry": {"registry", "secure_registry", "token_registry"},
+    "containerd": {"containerd"},
+    "peer": {"oras_cli", "crane_cli"},
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark tests by the real services their fixtures start, so `-m "not containerd"` and the
+    like select truly (modules that start their own containerd mark themselves)."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for marker, fixtures in _MARKED_BY_FIXTURE.items():
+            if used & fixtures:
+                item.add_marker(getattr(pytest.mark, marker))

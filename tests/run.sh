@@ -4,10 +4,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-if [ ! -x .venv/bin/python ]; then
-  python3 -m venv .venv
-fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+. tests/tools/venv.sh
 tools_bin=$(./tests/tools/install-system-deps.sh)
 export PATH="$root/.venv/bin:$tools_bin:$PATH"
 exec .venv/bin/python -m pytest "$@"

@@ -9,9 +9,9 @@ import pytest
 
 from wasm_oci.proto import task_pb2
 from wasm_oci.shim import bundle, cgroups, config, group, wire
-from wasm_oci.shim.flags import UsageError, parse
+from wasm_oci.errors import RpcError, ShimConfigError, UsageError
+from wasm_oci.shim.flags import parse
 from wasm_oci.shim.guest import resolve_in
-from wasm_oci.shim.transport.rpc import RpcError
 
 
 def test_flags_follow_go_flag_syntax() -> None:
@@ -41,7 +41,7 @@ def test_runtime_options_carry_the_config_path_or_body() -> None:
     body = wire.field_bytes(1, b"runtimeoptions.v1.Options") + wire.field_bytes(2, wire.field_bytes(3, b'group = "task"'))
     assert config.runtime_options(body) == ("", 'group = "task"')
     assert config.runtime_options(wire.field_bytes(1, b"containerd.runc.v1.Options")) == ("", "")
-    with pytest.raises(config.ConfigError):
+    with pytest.raises(ShimConfigError):
         config.runtime_options(b"\x0a\xff")
 
 
@@ -50,7 +50,7 @@ def test_config_is_checked_key_by_key() -> None:
     assert (parsed.group, parsed.protocol, parsed.linger, parsed.plain_http) == ("pod", "grpc", 2.0, ("127.0.0.1:5000",))
     for text, message in (('group = "node"', "group must be one of"), ("linger = -1", "linger"), ('policy = "rel"', "absolute"),
                           ("colour = 1", "unknown key"), ("group = ", "not valid TOML")):
-        with pytest.raises(config.ConfigError, match=message):
+        with pytest.raises(ShimConfigError, match=message):
             config.parse(text, "t.toml")
 
 

@@ -28,7 +28,8 @@ from wasm_oci.proto import events_pb2, task_pb2, task_types_pb2, task_v2_pb2
 from wasm_oci.proto.events_ttrpc_pb2 import ForwardRequest
 from wasm_oci.proto.ttrpc_pb2 import KeyValue, Request, Response
 from wasm_oci.shim.transport.events import EventPublisher
-from wasm_oci.shim.transport.rpc import CODES, Context, Registry, RpcError
+from wasm_oci.errors import RpcError
+from wasm_oci.shim.transport.rpc import CODES, Context, Registry
 from wasm_oci.shim.transport.ttrpc import (
     MAX_MESSAGE,
     TYPE_DATA,

@@ -7,6 +7,27 @@ report it. Anything else escaping is a bug and is shown with a traceback.
 
 from __future__ import annotations
 
+GRPC_CODES: dict[str, int] = {
+    "OK": 0,
+    "CANCELLED": 1,
+    "UNKNOWN": 2,
+    "INVALID_ARGUMENT": 3,
+    "DEADLINE_EXCEEDED": 4,
+    "NOT_FOUND": 5,
+    "ALREADY_EXISTS": 6,
+    "PERMISSION_DENIED": 7,
+    "RESOURCE_EXHAUSTED": 8,
+    "FAILED_PRECONDITION": 9,
+    "ABORTED": 10,
+    "OUT_OF_RANGE": 11,
+    "UNIMPLEMENTED": 12,
+    "INTERNAL": 13,
+    "UNAVAILABLE": 14,
+    "DATA_LOSS": 15,
+    "UNAUTHENTICATED": 16,
+}
+"""gRPC status code numbers by name (google.rpc.Code): the names `grpc_code` attributes use."""
+
 
 class WasmOciError(Exception):
     """Base class: a failure with a one-line, user-facing message."""
@@ -116,6 +137,43 @@ class ListenError(WasmOciError):
 
     exit_code = 15
     grpc_code = "UNAVAILABLE"
+
+
+class RpcError(WasmOciError):
+    """A failure with an explicit status code name: raised by shim handlers for codes the
+    classes here do not carry (ALREADY_EXISTS, UNIMPLEMENTED...), and by RPC clients for a
+    non-OK response."""
+
+    def __init__(self, code: str, message: str) -> None:
+        if code not in GRPC_CODES or code == "OK":
+            raise ValueError(f"not an error status code: {code!r}")
+        super().__init__(message)
+        self.grpc_code = code
+
+
+class ShimConfigError(WasmOciError):
+    """A shim configuration (shim.toml, runtime options) that cannot be used; `ctr run` shows the message."""
+
+    exit_code = 2
+    grpc_code = "FAILED_PRECONDITION"
+
+
+class DaemonError(WasmOciError):
+    """The shim daemon could not be started; `ctr run` shows the message."""
+
+    grpc_code = "INTERNAL"
+
+
+class MountError(WasmOciError):
+    """A rootfs mount that failed; the message names the mount and the errno."""
+
+    grpc_code = "INTERNAL"
+
+
+class CgroupError(WasmOciError):
+    """A cgroup the spec names could not be set up; the message names the file."""
+
+    grpc_code = "FAILED_PRECONDITION"
 
 
 class UnsatisfiedImport(WasmOciError):

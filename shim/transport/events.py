@@ -18,10 +18,11 @@ from google.protobuf.empty_pb2 import Empty
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from wasm_oci.errors import RpcError
 from wasm_oci.proto import events_pb2
 from wasm_oci.proto.events_ttrpc_pb2 import ForwardRequest
 from wasm_oci.proto.types_pb2 import Envelope
-from wasm_oci.shim.transport.rpc import NAMESPACE_KEYS, RpcError
+from wasm_oci.shim.transport.rpc import NAMESPACE_KEYS
 from wasm_oci.shim.transport.ttrpc import TtrpcClient
 
 log = logging.getLogger(__name__)

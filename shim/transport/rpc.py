@@ -23,31 +23,12 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
-from wasm_oci.errors import WasmOciError
+from wasm_oci.errors import GRPC_CODES, RpcError
 from wasm_oci.shim.threadname import RPC_HANDLER, name_this_thread
 
 log = logging.getLogger(__name__)
 
-# gRPC status code numbers by name (google.rpc.Code), the names `grpc_code` attributes use.
-CODES: dict[str, int] = {
-    "OK": 0,
-    "CANCELLED": 1,
-    "UNKNOWN": 2,
-    "INVALID_ARGUMENT": 3,
-    "DEADLINE_EXCEEDED": 4,
-    "NOT_FOUND": 5,
-    "ALREADY_EXISTS": 6,
-    "PERMISSION_DENIED": 7,
-    "RESOURCE_EXHAUSTED": 8,
-    "FAILED_PRECONDITION": 9,
-    "ABORTED": 10,
-    "OUT_OF_RANGE": 11,
-    "UNIMPLEMENTED": 12,
-    "INTERNAL": 13,
-    "UNAVAILABLE": 14,
-    "DATA_LOSS": 15,
-    "UNAUTHENTICATED": 16,
-}
+CODES = GRPC_CODES
 CODE_NAMES: dict[int, str] = {number: name for name, number in CODES.items()}
 
 # containerd 2.x sends the namespace under the first key, 1.6/1.7 over ttrpc under the second.
@@ -62,18 +43,6 @@ _BUILTIN_CODES: tuple[tuple[type[BaseException], str], ...] = (
     (PermissionError, "PERMISSION_DENIED"),
     (NotImplementedError, "UNIMPLEMENTED"),
 )
-
-
-class RpcError(WasmOciError):
-    """A failure with an explicit status code name: raised by handlers for codes the
-    project's error classes do not carry (ALREADY_EXISTS, UNIMPLEMENTED...), and by clients
-    for a non-OK response."""
-
-    def __init__(self, code: str, message: str) -> None:
-        if code not in CODES or code == "OK":
-            raise ValueError(f"not an error status code: {code!r}")
-        super().__init__(message)
-        self.grpc_code = code
 
 
 def status_of(exc: BaseException) -> tuple[str, str]:
