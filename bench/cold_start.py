@@ -46,7 +46,7 @@ def run(quick: bool) -> Section:
         "Cold start through containerd",
         f"""Each run is a whole `ctr run --rm --runtime RUNTIME IMAGE ID` against a private containerd:
 a new task from an image already pulled, its output checked, the task deleted. wasm-oci:
-`io.containerd.wasm-oci.v1` running examples/hello/hello.wasm pushed with `wasm_oci.oci.api.push`
+`io.containerd.wasm-oci.v1` running examples/hello/hello.wasm pushed with `wasm_oci.oci.distribution.push`
 (image format) and pulled with `ctr images pull --plain-http`; baseline: `io.containerd.runc.v2`
 with runc running a static busybox image built by bench/images.py, Cmd
 `busybox echo "{GREETING}"`. One unmeasured run of each first (snapshot unpack, precompile

@@ -1,7 +1,7 @@
 """The images the containerd benchmarks run, pushed to a local registry.
 
 - the runc baseline: the busybox image of tests/services/images.py, with a Cmd given by the caller;
-- the Wasm side: a component pushed with `wasm_oci.oci.api.push` in the `image` format, the
+- the Wasm side: a component pushed with `wasm_oci.oci.distribution.push` in the `image` format, the
   layout the shim runs.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from services.images import PLAIN_HTTP, push_busybox
 
-from wasm_oci.oci import api
+from wasm_oci.oci import distribution as api
 
 __all__ = ["push_busybox", "push_component"]
 

@@ -7,10 +7,10 @@ import sys
 import click
 
 from wasm_oci import __version__
-from wasm_oci.cli.distribution import copy_cmd, inspect_cmd, login_cmd, logout_cmd, package_cmd, pull_cmd, push_cmd
+from wasm_oci.cli.distribution_commands import copy_cmd, inspect_cmd, login_cmd, logout_cmd, package_cmd, pull_cmd, push_cmd
 from wasm_oci.cli.output import printable
 from wasm_oci.cli.run import run_cmd, serve_cmd
-from wasm_oci.cli.signing import keygen_cmd, sign_cmd, verify_cmd
+from wasm_oci.cli.signing_commands import keygen_cmd, sign_cmd, verify_cmd
 from wasm_oci.cli.store import images_cmd, prune_cmd, rm_cmd, tag_cmd
 from wasm_oci.errors import WasmOciError
 

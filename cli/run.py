@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from wasm_oci.cli.options import build_registry_options, registry_options
-from wasm_oci.cli.signing import report_trust, verify_key_option
+from wasm_oci.cli.common_options import build_registry_options, registry_options
+from wasm_oci.cli.signing_commands import report_trust, verify_key_option
 from wasm_oci.engine.spec import INHERIT, Inherit, Preopen, RunSpec
 from wasm_oci.errors import ListenError, NotFound, UsageError
 

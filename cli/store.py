@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from wasm_oci import api, paths
-from wasm_oci.cli.options import output_format
+from wasm_oci.cli.common_options import output_format
 from wasm_oci.cli.output import emit_json, human_size, printable
 from wasm_oci.errors import NotFound
 

@@ -31,7 +31,7 @@ from wasm_oci.shim.threadname import BLOCKING_IO, name_this_thread
 from wasm_oci.shim.transport.events import EventPublisher
 from wasm_oci.shim.transport.rpc import Registry
 from wasm_oci.shim.transport.ttrpc import TtrpcServer
-from wasm_oci.shim.trust import TrustGate
+from wasm_oci.shim.admission import TrustGate
 
 log = logging.getLogger(__name__)
 SHUTDOWN_GRACE = 5.0

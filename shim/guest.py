@@ -24,9 +24,9 @@ from wasm_oci.errors import UnsupportedArtifact
 from wasm_oci.oci import artifact, digest as digests
 from wasm_oci.oci.descriptor import Descriptor
 from wasm_oci.oci.target import MAX_WASM, fetch_bytes
-from wasm_oci.shim.bundle import TaskSpec
+from wasm_oci.shim.runtime_spec import TaskSpec
 from wasm_oci.shim.image import Containerd
-from wasm_oci.shim.trust import TrustGate
+from wasm_oci.shim.admission import TrustGate
 
 MAX_SYMLINKS = 40
 IMAGES_REMEMBERED = 64

@@ -31,7 +31,8 @@ from wasm_oci.status import killed
 from wasm_oci.proto import events_pb2
 from wasm_oci.proto import task_pb2 as api
 from wasm_oci.proto.task_types_pb2 import ProcessInfo, Status
-from wasm_oci.shim import bundle, rootfs as mounts, stats
+from wasm_oci.shim import rootfs as mounts
+from wasm_oci.shim import runtime_spec, stats
 from wasm_oci.shim.cgroups import ContainerCgroup, PodPlacement
 from wasm_oci.shim.guest import Guests
 from wasm_oci.shim.lifetime import Lifetime
@@ -133,7 +134,7 @@ class TaskService:
         return api.CreateTaskResponse(pid=task.pid)
 
     def _create(self, request: api.CreateTaskRequest, namespace: str, task_log: logging.LoggerAdapter[logging.Logger]) -> Task:
-        spec = bundle.load(request.bundle)
+        spec = runtime_spec.load(request.bundle)
         root = Path(spec.root) if os.path.isabs(spec.root) else Path(request.bundle, spec.root)
         mounted = None
         if request.rootfs:
@@ -290,11 +291,11 @@ class TaskService:
         except ValueError:
             raise RpcError("INVALID_ARGUMENT", f"resources of type {request.resources.type_url} are not JSON LinuxResources") from None
         resources = resources if isinstance(resources, dict) else {}
-        limit = bundle.memory_limit(resources)
+        limit = runtime_spec.memory_limit(resources)
         if limit != task.run_spec.memory_limit:
             task.limit_memory(limit)
         if task.cgroup is not None:
-            task.cgroup.update(bundle.cpu_limits(resources))
+            task.cgroup.update(runtime_spec.cpu_limits(resources))
         return Empty()
 
     async def ResizePty(self, request: api.ResizePtyRequest, context: Context) -> Empty:

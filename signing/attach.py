@@ -16,7 +16,7 @@ from wasm_oci.oci import documents, mediatypes
 from wasm_oci.oci.descriptor import Descriptor
 from wasm_oci.oci.reference import Reference, RegistryReference
 from wasm_oci.oci.target import Target
-from wasm_oci.signing import bundle, referrers, simplesigning
+from wasm_oci.signing import referrers, sigstore_bundle, simplesigning
 from wasm_oci.signing.discover import Layout
 from wasm_oci.signing.keys import PrivateKey
 
@@ -50,12 +50,12 @@ def _existing_layers(target: Target, ref: Reference, tag: str) -> list[Descripto
 
 
 def _attach_bundle(target: Target, ref: Reference, subject: Descriptor, key: PrivateKey) -> Attached:
-    data = bundle.build(key, subject.digest)
-    layer = Descriptor.for_bytes(bundle.MEDIA_TYPE, data)
-    config = Descriptor.for_bytes(mediatypes.OCI_EMPTY, bundle.EMPTY_CONFIG)
+    data = sigstore_bundle.build(key, subject.digest)
+    layer = Descriptor.for_bytes(sigstore_bundle.MEDIA_TYPE, data)
+    config = Descriptor.for_bytes(mediatypes.OCI_EMPTY, sigstore_bundle.EMPTY_CONFIG)
     target.push_blob(layer, [data])
-    target.push_blob(config, [bundle.EMPTY_CONFIG])
-    manifest, manifest_bytes = bundle.manifest(layer, subject)
+    target.push_blob(config, [sigstore_bundle.EMPTY_CONFIG])
+    manifest, manifest_bytes = sigstore_bundle.manifest(layer, subject)
     return Attached("bundle", manifest, referrers.attach(target, ref, manifest, manifest_bytes, subject.digest))
 
 

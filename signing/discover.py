@@ -16,7 +16,7 @@ from wasm_oci.oci import documents, mediatypes
 from wasm_oci.oci.descriptor import Descriptor
 from wasm_oci.oci.reference import Reference
 from wasm_oci.oci.target import Target, fetch_bytes
-from wasm_oci.signing import bundle, referrers, simplesigning
+from wasm_oci.signing import referrers, sigstore_bundle, simplesigning
 
 Layout = Literal["bundle", "legacy"]
 MAX_REFERRERS = 64  # bounds the work a hostile index can cause
@@ -40,27 +40,27 @@ def _unreadable(layout: Layout, location: str, exc: Exception) -> Candidate:
 
 def _is_signature_entry(desc: Descriptor) -> bool:
     """Index entries that may be cosign signature bundles; cosign itself lists its own with the empty type."""
-    if desc.artifact_type not in (bundle.MEDIA_TYPE, mediatypes.OCI_EMPTY, None):
+    if desc.artifact_type not in (sigstore_bundle.MEDIA_TYPE, mediatypes.OCI_EMPTY, None):
         return False
-    return desc.annotations.get(bundle.PREDICATE_ANNOTATION, bundle.PREDICATE) == bundle.PREDICATE
+    return desc.annotations.get(sigstore_bundle.PREDICATE_ANNOTATION, sigstore_bundle.PREDICATE) == sigstore_bundle.PREDICATE
 
 
 def _bundle_candidate(target: Target, desc: Descriptor) -> Candidate | None:
     location = f"referrer {desc.digest}"
     try:
         manifest = documents.manifest(fetch_bytes(target, desc, location), location)
-        if manifest.artifact_type != bundle.MEDIA_TYPE:
+        if manifest.artifact_type != sigstore_bundle.MEDIA_TYPE:
             return None
-        if manifest.annotations.get(bundle.PREDICATE_ANNOTATION, bundle.PREDICATE) != bundle.PREDICATE:
+        if manifest.annotations.get(sigstore_bundle.PREDICATE_ANNOTATION, sigstore_bundle.PREDICATE) != sigstore_bundle.PREDICATE:
             return None  # an attestation, not a signature
-        layer = next((layer for layer in manifest.layers if layer.media_type == bundle.MEDIA_TYPE), None)
+        layer = next((layer for layer in manifest.layers if layer.media_type == sigstore_bundle.MEDIA_TYPE), None)
         if layer is None:
             raise ValueError("referrer has no bundle layer")
-        envelope = bundle.read(fetch_bytes(target, layer, f"bundle {layer.digest}"))
+        envelope = sigstore_bundle.read(fetch_bytes(target, layer, f"bundle {layer.digest}"))
     except (ValueError, MalformedContent, DigestMismatch, NotFound) as exc:
         return _unreadable("bundle", location, exc)
     try:
-        claims = bundle.claimed_digests(envelope)
+        claims = sigstore_bundle.claimed_digests(envelope)
     except ValueError as exc:
         return Candidate("bundle", location, envelope.signed_data, envelope.signatures, envelope.key_hint, problem=str(exc))
     return Candidate("bundle", location, envelope.signed_data, envelope.signatures, envelope.key_hint, claims)

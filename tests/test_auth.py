@@ -125,7 +125,7 @@ def test_bearer_token_flow(wasm_oci: ToolRunner, token_registry: RegistryServer,
 
 def test_oras_py_operations_run_through_our_auth(private_home: Path, secure_registry: RegistryServer) -> None:
     """RemoteRepository extends oras-py's Registry: its inherited calls get Basic auth, CA and error mapping."""
-    from wasm_oci.oci import api
+    from wasm_oci.oci import distribution as api
     from wasm_oci.oci.options import RegistryOptions
     from wasm_oci.oci.reference import parse
     from wasm_oci.oci.remote import RemoteRepository

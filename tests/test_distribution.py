@@ -11,7 +11,7 @@ from services.registry import RegistryServer
 from services.tools import ToolRunner
 from services.wasmgen import HELLO, MODULE, padded_component
 
-from wasm_oci.oci import api
+from wasm_oci.oci import distribution as api
 from wasm_oci.oci.options import RegistryOptions
 
 PLAIN = RegistryOptions(plain_http=True)

@@ -407,7 +407,7 @@ def layout_state_problems(root: Path, allow_tags: bool) -> list[str]:
 @given(layouts(), st.one_of(st.none(), st.builds(encode, mutated({"schemaVersion": 2, "manifests": []})), raw_bytes))
 def test_layouts(plan: dict[str, Any], other_index: bytes | None) -> None:
     """Source layout mutated; the copy's destination is new, or an existing layout whose index.json is hostile."""
-    from wasm_oci.oci import api
+    from wasm_oci.oci import distribution as api
 
     work = Path(tempfile.mkdtemp(prefix="fuzz-layout-"))
     try:
@@ -445,7 +445,7 @@ def test_layouts(plan: dict[str, Any], other_index: bytes | None) -> None:
 
 def test_layout_fifo_blob_is_bounded(tmp_path: Path) -> None:
     """A FIFO where a blob should be: opening it blocks for ever unless the store refuses non-files."""
-    from wasm_oci.oci import api
+    from wasm_oci.oci import distribution as api
 
     manifest, config, _ = _hello_docs()
     plan = {"target": "none", "manifest": manifest, "config": config, "oci-layout": {"imageLayoutVersion": "1.0.0"},
@@ -558,7 +558,7 @@ def signer() -> Any:
 
 
 def _valid_bundle_doc(key: Any, digest: str) -> dict[str, Any]:
-    from wasm_oci.signing import bundle
+    from wasm_oci.signing import sigstore_bundle as bundle
 
     return json.loads(bundle.build(key, digest))
 
@@ -571,7 +571,7 @@ def _statement(digest: str) -> dict[str, Any]:
 @examples(400)
 @given(st.data())
 def test_bundle_read(signer: Any, data: st.DataObject) -> None:
-    from wasm_oci.signing import bundle
+    from wasm_oci.signing import sigstore_bundle as bundle
 
     doc = _valid_bundle_doc(signer, DIGEST)
     raw = data.draw(st.one_of(st.builds(encode, mutated(doc)), raw_bytes), label="bundle")
@@ -583,7 +583,7 @@ def test_bundle_read(signer: Any, data: st.DataObject) -> None:
 @examples(400)
 @given(st.one_of(st.builds(encode, mutated(_statement(DIGEST))), raw_bytes))
 def test_bundle_claimed_digests(payload: bytes) -> None:
-    from wasm_oci.signing import bundle
+    from wasm_oci.signing import sigstore_bundle as bundle
 
     envelope = bundle.Envelope(payload, bundle.IN_TOTO, (b"sig",), None)
     claims, _ = bounded("bundle.claimed_digests(statement)", lambda: bundle.claimed_digests(envelope), allowed=(ValueError,))

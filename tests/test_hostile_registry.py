@@ -726,8 +726,8 @@ def _trusted_key() -> Any:
 
 
 def run_api(case: Case, env: Env) -> Outcome:
-    from wasm_oci.oci import api
-    from wasm_oci.signing import api as signing
+    from wasm_oci.oci import distribution as api
+    from wasm_oci.signing import operations as signing
 
     def call() -> Any:
         options = registry_options(case)

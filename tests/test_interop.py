@@ -10,7 +10,7 @@ from services.registry import RegistryServer
 from services.tools import ToolRunner
 from services.wasmgen import HELLO, MODULE
 
-from wasm_oci.oci import api
+from wasm_oci.oci import distribution as api
 from wasm_oci.oci.options import RegistryOptions
 
 PLAIN = RegistryOptions(plain_http=True)

@@ -11,7 +11,7 @@ from services.tools import ToolRunner
 from services.wasmgen import HELLO, MODULE
 
 from wasm_oci.errors import InvalidWasm
-from wasm_oci.oci import api, mediatypes, wasminfo
+from wasm_oci.oci import distribution as api, mediatypes, wasminfo
 from wasm_oci.oci.package import PackageOptions
 
 EPOCH = datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from wasm_oci.proto import task_pb2
-from wasm_oci.shim import bundle, cgroups, config, group, wire
+from wasm_oci.shim import cgroups, config, group, runtime_spec, wire
 from wasm_oci.errors import RpcError, ShimConfigError, UsageError
 from wasm_oci.shim.flags import parse
 from wasm_oci.shim.guest import resolve_in
@@ -70,7 +70,7 @@ def test_groups_name_what_tasks_share() -> None:
 
 
 def test_spec_grants_only_bind_mount_directories(tmp_path: Path) -> None:
-    spec = bundle.parse({
+    spec = runtime_spec.parse({
         "process": {"args": ["/app.wasm", "x"], "env": ["A=1", "B=2=3"], "cwd": "/work"},
         "root": {"path": "rootfs", "readonly": True},
         "linux": {"resources": {"memory": {"limit": 1 << 20}}},
@@ -83,9 +83,9 @@ def test_spec_grants_only_bind_mount_directories(tmp_path: Path) -> None:
     assert spec.args == ("/app.wasm", "x") and spec.env == {"A": "1", "B": "2=3"} and spec.cwd == "/work"
     assert spec.root_readonly and spec.memory_limit == 1 << 20
     assert [(p.host, p.guest, p.read_only) for p in spec.binds] == [(tmp_path, "/data", True)]
-    assert bundle.memory_limit({"memory": {"limit": -1}}) is None
+    assert runtime_spec.memory_limit({"memory": {"limit": -1}}) is None
     with pytest.raises(RpcError, match="nothing to run"):
-        bundle.parse({"process": {"args": []}}, "config.json")
+        runtime_spec.parse({"process": {"args": []}}, "config.json")
 
 
 def test_entrypoints_resolve_inside_the_rootfs(tmp_path: Path) -> None:
@@ -129,13 +129,13 @@ def test_cgroups_paths_of_both_drivers(path: str, expanded: str) -> None:
 
 
 def test_cpu_limits_and_cgroups_path_come_from_the_spec() -> None:
-    spec = bundle.parse({"process": {"args": ["/app.wasm"]}, "linux": {
+    spec = runtime_spec.parse({"process": {"args": ["/app.wasm"]}, "linux": {
         "cgroupsPath": "/kubepods/pod1/c1",
         "resources": {"cpu": {"shares": 102, "quota": 10000, "period": 100000, "cpus": "0", "mems": "0"},
                       "memory": {"limit": 64 << 20}}}}, "config.json")
     assert (spec.cgroups_path, spec.memory_limit) == ("/kubepods/pod1/c1", 64 << 20)
     assert spec.cpu == cgroups.CpuLimits(102, 10000, 100000, "0", "0") and spec.cpu.enforce
     assert not cgroups.CpuLimits(shares=1024).enforce and cgroups.CpuLimits(shares=2).enforce
-    odd = bundle.parse({"process": {"args": ["/app.wasm"]}, "linux": {"resources": {
+    odd = runtime_spec.parse({"process": {"args": ["/app.wasm"]}, "linux": {"resources": {
         "cpu": {"shares": "lots", "quota": -1, "period": True, "cpus": 7}, "memory": {"limit": -1}}}}, "config.json")
     assert (odd.cpu, odd.cpu.enforce, odd.memory_limit, odd.cgroups_path) == (cgroups.CpuLimits(), False, None, "")

@@ -13,8 +13,8 @@ from services.tools import MissingToolError, ToolRunner
 
 from wasm_oci.errors import KeyPasswordRequired, StoreError, TrustConfigError
 from wasm_oci.oci.reference import parse
-from wasm_oci.signing import api as signing
-from wasm_oci.signing import bundle, keys, policy, secretbox, simplesigning
+from wasm_oci.signing import operations as signing
+from wasm_oci.signing import keys, policy, secretbox, sigstore_bundle, simplesigning
 from wasm_oci.signing.discover import Candidate
 from wasm_oci.signing.verify import check, judge
 
@@ -104,11 +104,11 @@ def signer() -> keys.PrivateKey:
 
 
 def _bundle_candidate(key: keys.PrivateKey, digest: str, edit: bytes | None = None) -> Candidate:
-    envelope = bundle.read(bundle.build(key, digest))
+    envelope = sigstore_bundle.read(sigstore_bundle.build(key, digest))
     if edit is not None:  # swap the payload, keep signature and hint: what an attacker can do
-        envelope = bundle.Envelope(edit, envelope.payload_type, envelope.signatures, envelope.key_hint)
+        envelope = sigstore_bundle.Envelope(edit, envelope.payload_type, envelope.signatures, envelope.key_hint)
     try:
-        claims = bundle.claimed_digests(envelope)
+        claims = sigstore_bundle.claimed_digests(envelope)
         problem = None
     except ValueError as exc:
         claims, problem = (), str(exc)
@@ -124,8 +124,8 @@ def _legacy_candidate(key: keys.PrivateKey, digest: str, hint: bool = True) -> C
 def test_judge_tells_each_outcome_apart(signer: keys.PrivateKey) -> None:
     trusted = [signer.public()]
     stranger = keys.generate("stranger.key")
-    forged = json.dumps({"_type": bundle.STATEMENT_TYPES[0], "subject": [{"digest": {"sha256": OTHER[7:]}}],
-                         "predicateType": bundle.PREDICATE, "predicate": {}}).encode()
+    forged = json.dumps({"_type": sigstore_bundle.STATEMENT_TYPES[0], "subject": [{"digest": {"sha256": OTHER[7:]}}],
+                         "predicateType": sigstore_bundle.PREDICATE, "predicate": {}}).encode()
     cases = {
         "verified": _bundle_candidate(signer, DIGEST),
         "other-digest": _bundle_candidate(signer, OTHER),
@@ -150,11 +150,11 @@ def test_verification_message_names_the_failure(signer: keys.PrivateKey) -> None
 
 
 def test_attestations_are_not_signatures(signer: keys.PrivateKey) -> None:
-    statement = json.dumps({"_type": bundle.STATEMENT_TYPES[0], "subject": [{"digest": {"sha256": DIGEST[7:]}}],
+    statement = json.dumps({"_type": sigstore_bundle.STATEMENT_TYPES[0], "subject": [{"digest": {"sha256": DIGEST[7:]}}],
                             "predicateType": "https://slsa.dev/provenance/v1", "predicate": {}}).encode()
-    envelope = bundle.Envelope(statement, bundle.IN_TOTO, (signer.sign(bundle.pae(bundle.IN_TOTO, statement)),), signer.public().hint)
+    envelope = sigstore_bundle.Envelope(statement, sigstore_bundle.IN_TOTO, (signer.sign(sigstore_bundle.pae(sigstore_bundle.IN_TOTO, statement)),), signer.public().hint)
     with pytest.raises(ValueError, match="not a cosign signature"):
-        bundle.claimed_digests(envelope)
+        sigstore_bundle.claimed_digests(envelope)
 
 
 # -- trust policy -------------------------------------------------------------------------------

@@ -17,13 +17,13 @@ from services.tools import MissingToolError, ToolRunner
 from services.wasmgen import HELLO
 
 from wasm_oci.errors import SignatureError
-from wasm_oci.oci import api
+from wasm_oci.oci import distribution as api
 from wasm_oci.oci.descriptor import Descriptor
 from wasm_oci.oci.options import RegistryOptions
 from wasm_oci.oci.reference import parse
 from wasm_oci.oci.target import Target, fetch_bytes
-from wasm_oci.signing import api as signing
-from wasm_oci.signing import bundle, keys, simplesigning
+from wasm_oci.signing import operations as signing
+from wasm_oci.signing import keys, sigstore_bundle, simplesigning
 
 PLAIN = RegistryOptions(plain_http=True)
 PASSWORD = "correct horse"
@@ -163,8 +163,8 @@ def test_our_bundle_referrer_has_the_shape_cosign_writes(registry: RegistryServe
     index = json.loads(fetch_bytes(target, target.resolve(parse(f"{_repo_of(ref)}:{digest.replace(':', '-')}").reference), "index"))
     theirs, ours = (json.loads(fetch_bytes(target, Descriptor.from_json(entry), "referrer")) for entry in index["manifests"])
     assert _shape(ours) == _shape(theirs) and _shape(ours)["subject"] == digest
-    assert ours["annotations"][bundle.PREDICATE_ANNOTATION] == theirs["annotations"][bundle.PREDICATE_ANNOTATION]
-    assert index["manifests"][1]["artifactType"] == bundle.MEDIA_TYPE  # cosign lists its own as the empty type
+    assert ours["annotations"][sigstore_bundle.PREDICATE_ANNOTATION] == theirs["annotations"][sigstore_bundle.PREDICATE_ANNOTATION]
+    assert index["manifests"][1]["artifactType"] == sigstore_bundle.MEDIA_TYPE  # cosign lists its own as the empty type
 
 
 @pytest.mark.peer
@@ -266,8 +266,8 @@ def _move_bundle(target: Target, repo: str, source: str, dest: str, edit: bool) 
         statement = json.loads(base64.b64decode(doc["dsseEnvelope"]["payload"]))
         statement["subject"][0]["digest"]["sha256"] = dest.split(":")[1]
         doc["dsseEnvelope"]["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
-        layer = _put(target, bundle.MEDIA_TYPE, json.dumps(doc).encode())
-        desc, manifest = bundle.manifest(layer, target.resolve(parse(f"{repo}@{dest}").reference))
+        layer = _put(target, sigstore_bundle.MEDIA_TYPE, json.dumps(doc).encode())
+        desc, manifest = sigstore_bundle.manifest(layer, target.resolve(parse(f"{repo}@{dest}").reference))
         target.push_manifest(desc, manifest, None)
         index["manifests"] = [desc.to_json()]
     _put(target, index["mediaType"], json.dumps(index).encode(), dest.replace(":", "-"))

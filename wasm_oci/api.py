@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wasm_oci.oci import api as distribution
+from wasm_oci.oci import distribution
 from wasm_oci.oci import localstore
-from wasm_oci.oci.api import PackageOptions, Result, inspect, login, logout, package
+from wasm_oci.oci.distribution import PackageOptions, Result, inspect, login, logout, package
 from wasm_oci.oci.copy import Progress
 from wasm_oci.oci.descriptor import Descriptor
 from wasm_oci.oci.options import RegistryOptions

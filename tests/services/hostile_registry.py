@@ -79,7 +79,7 @@ def hello_artifact() -> WasmArtifact:
     """Packaged once per process, at a fixed creation time so digests are stable."""
     global _ARTIFACT
     if _ARTIFACT is None:
-        from wasm_oci.oci import api
+        from wasm_oci.oci import distribution as api
 
         opts = api.PackageOptions(created=datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc))
         packaged, wasm = api.package_file(HELLO_WASM, opts)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from wasm_oci.cli.options import build_registry_options, output_format, registry_options
+from wasm_oci.cli.common_options import build_registry_options, output_format, registry_options
 from wasm_oci.cli.output import emit_json, printable
 from wasm_oci.errors import KeyPasswordRequired
 
@@ -90,7 +90,7 @@ def signature_lines(verification: Verification) -> list[str]:
 @click.option("--force", is_flag=True, help="Overwrite existing key files.")
 def keygen_cmd(prefix: str, no_password: bool, force: bool) -> None:
     """Create an ECDSA P-256 key pair; the private key is in cosign's encrypted format."""
-    from wasm_oci.signing import api as signing
+    from wasm_oci.signing import operations as signing
     from wasm_oci.signing import keys
 
     password = "" if no_password else keys.password_from_env()
@@ -113,7 +113,7 @@ def keygen_cmd(prefix: str, no_password: bool, force: bool) -> None:
 @output_format
 def sign_cmd(ref: str, key: PrivateKey, signature_format: str, fmt: str, **kwargs: Any) -> None:
     """Sign the manifest REF points to; cosign verifies the result."""
-    from wasm_oci.signing import api as signing
+    from wasm_oci.signing import operations as signing
 
     layouts = signing.LAYOUTS if signature_format == "both" else (signature_format,)
     result = signing.sign(ref, key, build_registry_options(**kwargs), layouts)  # type: ignore[arg-type]
@@ -132,7 +132,7 @@ def sign_cmd(ref: str, key: PrivateKey, signature_format: str, fmt: str, **kwarg
 @output_format
 def verify_cmd(ref: str, trusted: tuple[PublicKey, ...], fmt: str, **kwargs: Any) -> None:
     """Check that REF carries a valid signature by a trusted key, in either cosign layout."""
-    from wasm_oci.signing import api as signing
+    from wasm_oci.signing import operations as signing
 
     verification = signing.verify(ref, trusted, build_registry_options(**kwargs))
     if fmt == "json":

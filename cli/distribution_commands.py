@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from wasm_oci.cli.options import build_registry_options, output_format, registry_options
+from wasm_oci.cli.common_options import build_registry_options, output_format, registry_options
 from wasm_oci.cli.output import ProgressLine, emit_json, human_size, printable
-from wasm_oci.cli.signing import report_signed, report_trust, sign_key_option, signature_lines, verify_key_option
+from wasm_oci.cli.signing_commands import report_signed, report_trust, sign_key_option, signature_lines, verify_key_option
 from wasm_oci import api
-from wasm_oci.oci.api import names_wasm_file
+from wasm_oci.oci.distribution import names_wasm_file
 from wasm_oci.oci.artifact import WasmArtifact
 
 if TYPE_CHECKING:
@@ -169,7 +169,7 @@ def _artifact_json(ref: str, art: WasmArtifact) -> dict[str, Any]:
 def inspect_cmd(ref: str, fmt: str, verify_keys: Any, **kwargs: Any) -> None:
     """Show an artifact's manifest, config, world, sizes and signatures (checked with --verify-key
     or the policy's keys). REF may be a .wasm file (packaged in memory, as push would)."""
-    from wasm_oci.signing import api as signing  # cryptography costs ~15 ms to import
+    from wasm_oci.signing import operations as signing  # cryptography costs ~15 ms to import
 
     options = build_registry_options(**kwargs)
     art = api.inspect(ref, options)

@@ -1,6 +1,6 @@
 """Signing as a Python API; `wasm-oci keygen/sign/verify` are thin layers over these functions.
 
-    from wasm_oci.signing import api as signing
+    from wasm_oci.signing import operations as signing
     key = signing.keygen(Path("release"), password="...")          # release.key / release.pub
     signing.sign("registry.example/acme/hello:1.0", signing.load_private_key(Path("release.key"), "..."))
     signing.verify("registry.example/acme/hello:1.0", [signing.load_public_key(Path("release.pub"))])
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from wasm_oci.errors import StoreError, TrustConfigError
 from wasm_oci.oci import reference as references
-from wasm_oci.oci.api import open_target
+from wasm_oci.oci.distribution import open_target
 from wasm_oci.oci.descriptor import Descriptor
 from wasm_oci.files import atomic_write
 from wasm_oci.oci.options import RegistryOptions

@@ -19,7 +19,7 @@ from wasm_oci.oci import reference as references
 from wasm_oci.oci.descriptor import Descriptor
 from wasm_oci.oci.options import RegistryOptions
 from wasm_oci.signing import policy
-from wasm_oci.signing.api import check_policy
+from wasm_oci.signing.operations import check_policy
 from wasm_oci.signing.trust import Decision
 
 log = logging.getLogger(__name__)
