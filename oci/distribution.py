@@ -29,7 +29,7 @@ from wasm_oci.oci.copy import CopyStats, Progress, copy_graph, metered
 from wasm_oci.oci.descriptor import Descriptor
 from wasm_oci.files import atomic_write
 from wasm_oci.oci.layout import OCILayout
-from wasm_oci.oci.memory import MemoryStore
+from wasm_oci.oci.memory_store import MemoryStore
 from wasm_oci.oci.reference import LayoutReference, Reference, RegistryReference
 from wasm_oci.oci.options import RegistryOptions
 from wasm_oci.oci.target import Target

@@ -17,7 +17,6 @@ import pytest
 import wasmtime
 
 from services.shim import module, sleeper
-from test_engine_release import COMPONENT_SLEEPER
 from wasm_oci.engine import Engine, Execution, RunResult, RunSpec, memory
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -55,6 +54,92 @@ def clock_poll(subscriptions: list[tuple[int, int, int, str]], prelude: str = ""
         '  (call $exit (i32.add (i32.mul (i32.load (i32.const 8)) (i32.const 10)) (i32.wrap_i64 (i64.load (i32.const 4096))))))'
     )
 
+
+
+def component(body: str) -> bytes:
+    """A wasi:cli command component whose run is the core `body` (an i32 left last: 0 for ok),
+    which calls $sleep (subscribe-duration), $ready, $block, $poll (pollables at 0, the result
+    at 8; lists are allocated from 1024), $drop, $stdin, $subscribe (stdin's) and $drop_stream."""
+    return bytes(wasmtime.wat2wasm(f"""(component
+  (import "wasi:io/poll@0.2.0" (instance $poll
+    (export "pollable" (type (sub resource)))
+    (export "[method]pollable.ready" (func (param "self" (borrow 0)) (result bool)))
+    (export "[method]pollable.block" (func (param "self" (borrow 0))))
+    (export "poll" (func (param "in" (list (borrow 0))) (result (list u32))))))
+  (alias export $poll "pollable" (type $pollable))
+  (import "wasi:clocks/monotonic-clock@0.2.0" (instance $clock
+    (alias outer 1 $pollable (type)) (export "pollable" (type (eq 0)))
+    (export "subscribe-duration" (func (param "when" u64) (result (own 1))))))
+  (import "wasi:io/streams@0.2.0" (instance $streams
+    (alias outer 1 $pollable (type)) (export "pollable" (type (eq 0)))
+    (export "input-stream" (type (sub resource)))
+    (export "[method]input-stream.subscribe" (func (param "self" (borrow 2)) (result (own 1))))))
+  (alias export $streams "input-stream" (type $input))
+  (import "wasi:cli/stdin@0.2.0" (instance $stdin
+    (alias outer 1 $input (type)) (export "input-stream" (type (eq 0)))
+    (export "get-stdin" (func (result (own 1))))))
+  (core module $heap
+    (memory (export "memory") 1)
+    (global $next (mut i32) (i32.const 1024))
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32)
+      (global.get $next) (global.set $next (i32.add (global.get $next) (local.get 3)))))
+  (core instance $heap (instantiate $heap))
+  (alias core export $heap "memory" (core memory $memory))
+  (alias core export $heap "realloc" (core func $realloc))
+  (core func $ready (canon lower (func $poll "[method]pollable.ready")))
+  (core func $block (canon lower (func $poll "[method]pollable.block")))
+  (core func $poll (canon lower (func $poll "poll") (memory $memory) (realloc $realloc)))
+  (core func $sleep (canon lower (func $clock "subscribe-duration")))
+  (core func $drop (canon resource.drop $pollable))
+  (core func $stdin (canon lower (func $stdin "get-stdin")))
+  (core func $subscribe (canon lower (func $streams "[method]input-stream.subscribe")))
+  (core func $drop_stream (canon resource.drop $input))
+  (core module $main
+    (import "" "memory" (memory 1))
+    (import "" "ready" (func $ready (param i32) (result i32)))
+    (import "" "block" (func $block (param i32)))
+    (import "" "poll" (func $poll (param i32 i32 i32)))
+    (import "" "sleep" (func $sleep (param i64) (result i32)))
+    (import "" "drop" (func $drop (param i32)))
+    (import "" "stdin" (func $stdin (result i32)))
+    (import "" "subscribe" (func $subscribe (param i32) (result i32)))
+    (import "" "drop-stream" (func $drop_stream (param i32)))
+    (func (export "run") (result i32) (local $long i32) (local $short i32) (local $stream i32) {body}))
+  (core instance $main (instantiate $main (with "" (instance
+    (export "memory" (memory $memory)) (export "ready" (func $ready)) (export "block" (func $block))
+    (export "poll" (func $poll)) (export "sleep" (func $sleep)) (export "drop" (func $drop))
+    (export "stdin" (func $stdin)) (export "subscribe" (func $subscribe)) (export "drop-stream" (func $drop_stream))))))
+  (func $run (result (result)) (canon lift (core func $main "run")))
+  (instance $cli (export "run" (func $run)))
+  (export "wasi:cli/run@0.2.0" (instance $cli)))"""))
+
+
+# Components sleeping 30 s in pollable.block, and in poll.
+COMPONENT_SLEEPER = component("(call $block (call $sleep (i64.const 30000000000))) (i32.const 0)")
+COMPONENT_POLLER = component("(i32.store (i32.const 0) (call $sleep (i64.const 30000000000)))"
+                             " (call $poll (i32.const 0) (i32.const 1) (i32.const 8)) (i32.const 0)")
+# Waits as WASI says, or traps: a poll of a 30 s and a 50 ms clock answers the second, which is
+# then ready and the first not; a block on a 20 ms clock; a stream's pollable dropped before it.
+COMPONENT_WAITER = component("""
+  (local.set $long (call $sleep (i64.const 30000000000)))
+  (local.set $short (call $sleep (i64.const 50000000)))
+  (i32.store (i32.const 0) (local.get $long))
+  (i32.store (i32.const 4) (local.get $short))
+  (call $poll (i32.const 0) (i32.const 2) (i32.const 8))
+  (if (i32.ne (i32.load (i32.const 12)) (i32.const 1)) (then unreachable))
+  (if (i32.ne (i32.load (i32.load (i32.const 8))) (i32.const 1)) (then unreachable))
+  (if (i32.eqz (call $ready (local.get $short))) (then unreachable))
+  (if (call $ready (local.get $long)) (then unreachable))
+  (call $drop (local.get $long))
+  (call $drop (local.get $short))
+  (local.set $short (call $sleep (i64.const 20000000)))
+  (call $block (local.get $short))
+  (if (i32.eqz (call $ready (local.get $short))) (then unreachable))
+  (call $drop (local.get $short))
+  (local.set $stream (call $stdin))
+  (call $drop (call $subscribe (local.get $stream)))
+  (call $drop_stream (local.get $stream))
+  (i32.const 0)""")
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
@@ -101,6 +186,34 @@ def test_a_kill_ends_a_module_sleeping_in_poll_oneoff(engine: Engine) -> None:
     assert time.monotonic() - began < 0.5
 
 
+@pytest.mark.parametrize("wasm", [COMPONENT_SLEEPER, COMPONENT_POLLER], ids=["block", "poll"])
+def test_a_component_sleeping_times_out_at_its_deadline_and_its_thread_ends(engine: Engine, wasm: bytes) -> None:
+    execution = engine.execution(engine.load(wasm, name="sleeper.wasm"), RunSpec(timeout=0.5))
+    thread = on_a_thread(execution)
+    result = ended(thread, execution, 0.5 + 1)
+    assert (result.status, result.reason) == (124, "timeout")
+    assert 0.45 < result.elapsed < 1.0
+
+
+@pytest.mark.parametrize("wasm", [COMPONENT_SLEEPER, COMPONENT_POLLER], ids=["block", "poll"])
+def test_a_kill_ends_a_sleeping_component(engine: Engine, wasm: bytes) -> None:
+    execution = engine.execution(engine.load(wasm, name="sleeper.wasm"), RunSpec())
+    thread = on_a_thread(execution)
+    time.sleep(0.1)
+    began = time.monotonic()
+    execution.kill()
+    assert ended(thread, execution, 1).status == 137
+    took = time.monotonic() - began
+    print(f"the kill ended the sleeping component in {took * 1e3:.1f} ms")
+    assert took < 0.2
+
+
+def test_component_waits_wait_and_report_as_wasi_says(engine: Engine) -> None:
+    result = engine.run(engine.load(COMPONENT_WAITER, name="waiter.wasm"), RunSpec(timeout=10))
+    assert (result.status, result.reason) == (0, "exit"), result
+    assert 0.07 <= result.elapsed < 1
+
+
 @pytest.mark.parametrize(("subscriptions", "prelude", "expected", "least"), [
     ([(7, 1, 0, "(i64.const 100000000)")], "", 17, 0.1),
     ([(3, 1, 0, "(i64.const 50000000)"), (4, 0, 0, "(i64.const 30000000000)")], "", 13, 0.05),
@@ -145,13 +258,12 @@ def test_cli_timeout_ends_a_sleeping_module_with_124(tmp_path: Path) -> None:
     assert took < 1 + STARTUP, took
 
 
-def test_cli_timeout_leaves_a_component_stuck_in_its_clock_wait_behind(tmp_path: Path) -> None:
-    """Nothing can cut a component's clock wait short (clocks.py): the CLI exits anyway after its grace."""
+def test_cli_timeout_ends_a_sleeping_component_with_124(tmp_path: Path) -> None:
     (tmp_path / "sleeper.wasm").write_bytes(COMPONENT_SLEEPER)
     done, took = cli(tmp_path / "sleeper.wasm", "--timeout", "1")
     assert done.returncode == 124
-    assert done.stderr.decode().splitlines()[-1] == "wasm-oci: timeout: timed out after 1.000s"
-    assert took < 1 + 1 + STARTUP, took
+    assert done.stderr.decode().splitlines()[-1].startswith("wasm-oci: timeout: timed out after 1.0")
+    assert took < 1 + STARTUP, took
 
 
 # -- stdin ---------------------------------------------------------------------------------------

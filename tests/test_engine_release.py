@@ -4,6 +4,7 @@ reader (containerd's CRI) never sees end-of-file."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import threading
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 import wasmtime
 
+from services.shim import module
 from wasm_oci.engine import Engine, Preopen, RunSpec, memory
 from wasm_oci.errors import NotFound
 
@@ -24,24 +26,15 @@ TRAP = wasmtime.wat2wasm('(module (func (export "_start") unreachable))')
 GROW = wasmtime.wat2wasm("""(module (memory 1) (func (export "_start")
   (loop $more (br_if $more (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable))""")
 TOO_BIG = wasmtime.wat2wasm('(module (memory 300) (func (export "_start")))')
-# A component sleeping 30 s in pollable.block: a clock wait no stop can cut short (clocks.py).
-COMPONENT_SLEEPER = wasmtime.wat2wasm("""(component
-  (import "wasi:io/poll@0.2.0" (instance $poll
-    (export "pollable" (type (sub resource)))
-    (export "[method]pollable.block" (func (param "self" (borrow 0))))))
-  (alias export $poll "pollable" (type $pollable))
-  (import "wasi:clocks/monotonic-clock@0.2.0" (instance $clock
-    (alias outer 1 $pollable (type)) (export "pollable" (type (eq 0)))
-    (export "subscribe-duration" (func (param "when" u64) (result (own 1))))))
-  (core func $subscribe (canon lower (func $clock "subscribe-duration")))
-  (core func $block (canon lower (func $poll "[method]pollable.block")))
-  (core module $m (import "" "subscribe" (func $subscribe (param i64) (result i32)))
-    (import "" "block" (func $block (param i32)))
-    (func (export "run") (result i32) (call $block (call $subscribe (i64.const 30000000000))) (i32.const 0)))
-  (core instance $i (instantiate $m (with "" (instance (export "subscribe" (func $subscribe)) (export "block" (func $block))))))
-  (func $run (result (result)) (canon lift (core func $i "run")))
-  (instance $cli (export "run" (func $run)))
-  (export "wasi:cli/run@0.2.0" (instance $cli)))""")
+# Writes 64 KiB to stdout, then to stderr, again and again: once a reader stops reading, it is
+# blocked in a host call a stop cannot end (a write to a full FIFO; clock waits and stdin reads
+# do end, see test_engine_limits).
+BLOCKED_WRITER = module(
+    '(memory (export "memory") 2) (func (export "_start")'
+    ' (i32.store (i32.const 0) (i32.const 1024)) (i32.store (i32.const 4) (i32.const 65536))'
+    ' (loop $more (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))'
+    '  (drop (call $write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8))) (br $more)))'
+)
 
 
 @pytest.fixture(scope="module")
@@ -135,10 +128,12 @@ def test_a_setup_that_fails_half_way_closes_what_it_opened(engine: Engine, tmp_p
 
 
 def test_a_guest_blocked_in_a_host_call_lets_go_of_its_fifos_on_request(engine: Engine, tmp_path: Path) -> None:
-    """What the shim does after a kill the guest cannot see yet: the FIFO's reader gets EOF
-    while the component still sleeps in pollable.block."""
-    out = tmp_path / "out.fifo"
+    """What the shim does after a kill the guest cannot see yet: the stdout FIFO's reader gets
+    EOF while the guest is still blocked writing to a stderr nobody reads. Once that write
+    returns, the stop ends the guest."""
+    out, err = tmp_path / "out.fifo", tmp_path / "err.fifo"
     os.mkfifo(out)
+    os.mkfifo(err)
     eof = threading.Event()
 
     def read_to_eof() -> None:
@@ -148,13 +143,23 @@ def test_a_guest_blocked_in_a_host_call_lets_go_of_its_fifos_on_request(engine: 
 
     reader = threading.Thread(target=read_to_eof, daemon=True)
     reader.start()
-    execution = engine.execution(engine.load(COMPONENT_SLEEPER, name="sleeper.wasm"), RunSpec(stdout=out))
-    execution.start()
-    time.sleep(0.2)
-    execution.kill()
-    assert execution.wait(0.2) is None, "the guest is still in its host call"
-    assert not eof.is_set()
-    assert execution.release_stdio() == 1
-    assert eof.wait(2), "the reader saw no end-of-file"
-    assert execution.wait(0) is None, "the guest's call has not returned"
+    unread = os.open(err, os.O_RDONLY | os.O_NONBLOCK)  # a reader that does not read
+    try:
+        execution = engine.execution(engine.load(BLOCKED_WRITER, name="writer.wasm"), RunSpec(stdout=out, stderr=err))
+        execution.start()
+        time.sleep(0.2)
+        execution.kill()
+        assert execution.wait(0.2) is None, "the guest is still in its host call"
+        assert not eof.is_set()
+        assert execution.release_stdio() == 2
+        assert eof.wait(2), "the reader saw no end-of-file"
+        assert execution.wait(0) is None, "the guest's call has not returned"
+        deadline = time.monotonic() + 5
+        while execution.wait(0.01) is None and time.monotonic() < deadline:
+            with contextlib.suppress(BlockingIOError):
+                os.read(unread, 1 << 16)
+    finally:
+        os.close(unread)
+    result = execution.wait(0)
+    assert result is not None and result.status == 137
     assert released(tmp_path)

@@ -464,7 +464,7 @@ def test_layout_fifo_blob_is_bounded(tmp_path: Path) -> None:
 def stored_artifacts(draw: st.DrawFn) -> tuple[Any, Any]:
     from wasm_oci.oci import mediatypes
     from wasm_oci.oci.descriptor import Descriptor
-    from wasm_oci.oci.memory import MemoryStore
+    from wasm_oci.oci.memory_store import MemoryStore
 
     manifest, config, layer = _hello_docs()
     store = MemoryStore()
@@ -494,7 +494,7 @@ def stored_artifacts(draw: st.DrawFn) -> tuple[Any, Any]:
 def test_artifact_read_and_copy(planted: tuple[Any, Any]) -> None:
     from wasm_oci.oci.artifact import read
     from wasm_oci.oci.copy import copy_graph
-    from wasm_oci.oci.memory import MemoryStore
+    from wasm_oci.oci.memory_store import MemoryStore
 
     store, desc = planted
     art, _ = bounded("artifact.read", lambda: read(store, desc))
@@ -611,7 +611,7 @@ def unsigned_subject_store(signer: Any) -> tuple[Any, Any, Any]:
     planted under the subject's referrers tag and `.sig` tag. Built once (signing is randomized,
     and hypothesis needs the same draws to give the same store)."""
     from wasm_oci.oci.descriptor import Descriptor
-    from wasm_oci.oci.memory import MemoryStore
+    from wasm_oci.oci.memory_store import MemoryStore
     from wasm_oci.oci.reference import LayoutReference
     from wasm_oci.signing import attach, referrers, simplesigning
 
@@ -634,7 +634,7 @@ def unsigned_subject_store(signer: Any) -> tuple[Any, Any, Any]:
 def hostile_signature_stores(draw: st.DrawFn, base: tuple[Any, Any, Any]) -> Any:
     """A copy of `base` with some planted documents mutated, kept reachable under their new digest or tampered in place."""
     from wasm_oci.oci.descriptor import Descriptor
-    from wasm_oci.oci.memory import MemoryStore
+    from wasm_oci.oci.memory_store import MemoryStore
 
     source, _ref, subject = base
     store = MemoryStore()

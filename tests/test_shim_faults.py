@@ -15,7 +15,7 @@ import pytest
 from services.registry import RegistryServer
 from services.shim import EXAMPLES, RUNTIME, ShimHarness, shim_harness, sleeper
 from services.events import EventWatcher
-from test_engine_release import COMPONENT_SLEEPER
+from test_engine_release import BLOCKED_WRITER
 
 pytestmark = [pytest.mark.containerd, pytest.mark.registry]
 
@@ -80,16 +80,22 @@ def test_containerd_restart_reconnects_and_sees_the_exit(faulty: ShimHarness) ->
 
 
 def test_kill_of_a_guest_blocked_in_a_host_call_is_reported_at_once(faulty: ShimHarness) -> None:
-    """A component sleeping in pollable.block: the one wait a kill cannot cut short (a module's
-    poll_oneoff it can, see test_engine_limits), so the shim abandons it after its grace."""
-    image = faulty.push("component-sleeper", bytes(COMPONENT_SLEEPER))
+    """A guest blocked writing to a stdout its client does not read: a host call a kill cannot
+    cut short (clock waits and stdin reads it can, see test_engine_limits), so the shim
+    abandons it after its grace."""
+    image = faulty.push("blocked-writer", BLOCKED_WRITER)
     ctr = faulty.containerd.ctr
-    ctr("run", "-d", "--null-io", "--runtime", RUNTIME, image, "blocked")
-    faulty.wait_status("blocked", "RUNNING")
-    began = time.monotonic()
-    ctr("task", "kill", "--signal", "SIGKILL", "blocked")
-    faulty.wait_status("blocked", "STOPPED", timeout=5)
-    print(f"blocked guest reported stopped {(time.monotonic() - began) * 1e3:.0f} ms after ctr task kill")
+    client = faulty.run_background(image, "blocked")  # attached, its output never read
+    try:
+        faulty.wait_status("blocked", "RUNNING")
+        time.sleep(0.5)  # the guest fills its FIFOs and the client's pipes, then blocks
+        began = time.monotonic()
+        ctr("task", "kill", "--signal", "SIGKILL", "blocked")
+        faulty.wait_status("blocked", "STOPPED", timeout=5)
+        print(f"blocked guest reported stopped {(time.monotonic() - began) * 1e3:.0f} ms after ctr task kill")
+        assert "blocked in a host call" in faulty.containerd.log_path.read_text()
+    finally:
+        client.kill()  # its FIFO ends close: the guest's write fails, and the stop ends it
+        client.communicate(timeout=10)
     assert "exit code 137" in ctr("task", "delete", "blocked").stderr
     ctr("container", "rm", "blocked")
-    assert "blocked in a host call" in faulty.containerd.log_path.read_text()

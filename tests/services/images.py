@@ -17,7 +17,7 @@ from pathlib import Path
 from wasm_oci.oci import mediatypes
 from wasm_oci.oci.copy import copy_graph
 from wasm_oci.oci.descriptor import Descriptor
-from wasm_oci.oci.memory import MemoryStore
+from wasm_oci.oci.memory_store import MemoryStore
 from wasm_oci.oci.options import RegistryOptions
 from wasm_oci.oci.reference import RegistryReference
 from wasm_oci.oci.remote import RemoteRepository
