@@ -2,8 +2,8 @@
 
 `run` passes the guest's exit status through as its own; a trap, timeout or kill is also
 named in one line on stderr (statuses in wasm_oci.engine.result). A timeout or Ctrl-C ends
-`run` within _GRACE whatever the guest does: one still in a host call then (a component's
-clock wait, which nothing can cut short) is left behind with the process.
+`run` within _GRACE whatever the guest does: one still in a host call then (a write to an
+output nobody reads) is left behind with the process.
 """
 
 from __future__ import annotations

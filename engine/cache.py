@@ -1,7 +1,7 @@
 """The precompile cache: compiled artifacts on disk, so a run skips Cranelift.
 
-An entry is `MAGIC | sha256(key | artifact) | artifact`, named by the key (the Wasm digest,
-the wasmtime version and the engine settings, hashed by the caller). Deserializing runs the
+An entry is `MAGIC | sha256(key | artifact) | artifact`, named by its key (`key()`: the Wasm
+digest and everything else that shaped the compiled code). Deserializing runs the
 artifact's machine code as-is, so nothing is trusted blindly: a torn, truncated, bit-flipped
 or renamed entry fails the checksum and is deleted, and one Wasmtime refuses (another
 version, other settings, other CPU features) is rebuilt by the caller. Entries are written
@@ -21,6 +21,12 @@ from wasm_oci.files import atomic_write
 MAGIC = b"wasm-oci compiled v1\n"
 _SUM = 32
 log = logging.getLogger(__name__)
+
+
+def key(digest: str, kind: str, build: tuple[str, ...]) -> str:
+    """The one definition of an entry's name: what was compiled (`digest`, `kind`) and how
+    (`build`: wasmtime's version, the machine, the engine settings, the wrapping; Loader's)."""
+    return hashlib.sha256("|".join((digest, kind, *build)).encode()).hexdigest()
 
 
 class CorruptEntry(Exception):

@@ -11,13 +11,8 @@ instance per run: a host function cannot call a WASI function directly, as WASI 
 through its caller's `memory` export. Of those, a read of stdin is woken by the stdin relay's
 close (stdin.py).
 
-Components cannot have the same with wasmtime-py 50: a component's sleep is
-monotonic-clock.subscribe-duration and pollable.block, whose pollable is a resource type
-internal to Wasmtime's WASI. The component Linker can shadow those functions, but a Python
-function can only make resources of host types of its own, which fail Wasmtime's type check
-against its WASI's (at the call for subscribe-duration; at instantiation for a whole
-wasi:io/poll, as wasi:io/streams and the clocks use Wasmtime's pollable). A component stuck in
-a clock wait still ends when the wait does; the shim and the CLI stop waiting for it.
+A component's waits (wasi:io/poll, whose pollables its clocks and streams make) are cut
+short another way, in Wasm: see polls.py.
 """
 
 from __future__ import annotations

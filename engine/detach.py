@@ -1,8 +1,8 @@
 """Letting go of a guest's output FIFOs while its thread is stuck in a host call.
 
-A guest blocked in a host call a stop cannot end (a component's clock wait; a stdin read and a
-module's clock wait do end, see runner.py) cannot be stopped until the call returns, and its
-store cannot be closed under it. Its stdout and stderr FIFOs must not wait with it: a client
+A guest blocked in a host call a stop cannot end (writing to an output nobody reads; a stdin
+read, a module's clock wait and a component's poll do end, see runner.py and polls.py) cannot
+be stopped until the call returns, and its store cannot be closed under it. Its stdout and stderr FIFOs must not wait with it: a client
 that waits for end-of-file on them (containerd's CRI does, before it marks a container exited)
 would wait as long. So every write end of this process on those FIFOs is pointed at /dev/null
 with dup2: the client sees EOF at once, the fd numbers stay taken (nothing else can be opened

@@ -1,12 +1,12 @@
 """Wasm bytes -> a Program ready to enter: compiled (or taken from the precompile cache), its
-imports resolved against WASI, its entry point (`wasi:cli/run` or `_start`) found once.
+imports resolved against WASI, its entry point (`wasi:cli/run` or `_start`) found once. A
+component importing wasi:io/poll is compiled wrapped, so that a stop ends its waits (polls.py).
 
 All per-program work happens here so that a run only instantiates and enters.
 """
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import re
 import time
@@ -18,10 +18,10 @@ from typing import Literal, Protocol
 import wasmtime
 import wasmtime.component as wc
 
-from wasm_oci.engine import clocks
+from wasm_oci.binary import sniff
+from wasm_oci.engine import cache, clocks, polls
 from wasm_oci.engine.cache import CompileCache, CorruptEntry
 from wasm_oci.errors import InvalidWasm, NoEntryPoint, UnsatisfiedImport
-from wasm_oci.oci.wasminfo import sniff
 
 Kind = Literal["component", "module"]
 CacheState = Literal["memory", "hit", "miss", "rebuilt"]
@@ -98,7 +98,8 @@ class Loader:
     def __init__(self, engine: wasmtime.Engine, settings: str, cache: CompileCache) -> None:
         self.engine = engine
         self.cache = cache
-        self.fingerprint = f"wasmtime {wasmtime_version()}|{platform.machine()}|{settings}"
+        self.build = (f"wasmtime {wasmtime_version()}", platform.machine(), settings, polls.WRAPPER)
+        """Everything besides the wasm that shapes the compiled code: part of each cache key."""
         self.component_linker = wc.Linker(engine)
         self.component_linker.add_wasip2()
         self.module_linker = wasmtime.Linker(engine)
@@ -106,7 +107,7 @@ class Loader:
         clocks.PollOneoff(engine).install(self.module_linker)  # a stop cuts a module's sleep short
 
     def cache_key(self, digest: str, kind: Kind) -> str:
-        return hashlib.sha256(f"{digest}|{kind}|{self.fingerprint}".encode()).hexdigest()
+        return cache.key(digest, kind, self.build)
 
     def load(self, wasm: bytes, digest: str, name: str) -> Program:
         """`digest`: the sha256 of `wasm`, as the caller verified or computed it."""
@@ -139,6 +140,12 @@ class Loader:
             return None, "rebuilt"
 
     def _compile(self, wasm: bytes, kind: Kind, name: str) -> wc.Component | wasmtime.Module:
+        wrapped = polls.wrap(wasm) if kind == "component" else None
+        if wrapped is not None:
+            try:
+                return wc.Component(self.engine, wrapped)
+            except wasmtime.WasmtimeError:
+                pass  # an invalid component (or a shape the wrapper misses): as it is, for its own error
         try:
             return wc.Component(self.engine, wasm) if kind == "component" else wasmtime.Module(self.engine, wasm)
         except wasmtime.WasmtimeError as exc:

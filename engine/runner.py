@@ -7,13 +7,15 @@ when some guest must stop; each store's deadline callback then asks its own Exec
 whether it is the one (see ffi.py), so no ticker thread runs while guests do.
 
 A guest blocked in a host call sees no epoch check until the call returns, so a stop also
-ends the calls it can: a read of a stdin that can block (its relay closes, stdin.py) and a
-preview 1 module's clock wait (clocks.py). A stop requested before the run ended decides its
-result, whatever the guest did after it (an end-of-file it was handed, an EINTR).
+ends the calls it can: a read of a stdin that can block (its relay closes, stdin.py), a
+preview 1 module's clock wait (clocks.py) and a component's wasi:io/poll wait (polls.py). A
+stop requested before the run ended decides its result, whatever the guest did after it (an
+end-of-file it was handed, an EINTR).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal as signals
 import threading
@@ -31,7 +33,6 @@ from wasm_oci.engine.program import Loader, Program, unsatisfied_import
 from wasm_oci.engine.result import RunResult, Stop, trapped
 from wasm_oci.engine.spec import RunSpec
 from wasm_oci.engine.wasi import wasi_config
-from wasm_oci.oci import digest as digests
 
 SETTINGS = {"epoch_interruption": True, "memory_init_cow": False}
 """Every Config setting the engine changes (memory_init_cow must be off for memory.py's
@@ -57,7 +58,7 @@ class Engine:
         `digest` is the sha256 of `wasm` the caller already verified; computed when None.
         """
         started = time.perf_counter()
-        digest = digest or digests.of_bytes(wasm)
+        digest = digest or "sha256:" + hashlib.sha256(wasm).hexdigest()
         with self._lock:
             known = self._programs.get(digest)
             if known is not None:
@@ -142,7 +143,7 @@ class Execution:
 
     def release_stdio(self) -> int:
         """For a guest the host gives up waiting for (blocked after a kill in a host call a
-        stop cannot end, such as a component's clock wait): point its output FIFOs at
+        stop cannot end, such as a write to a FIFO nobody reads): point its output FIFOs at
         /dev/null now (see detach.py); how many descriptors moved. Its stdin went with the
         stop; everything else it holds goes when its call returns and the run closes its store."""
         with self._lock:  # `_close` closes the store under this lock: the fds stay put meanwhile

@@ -16,13 +16,13 @@ and reports the exit. A start function in a core module (rare: WASI programs sta
 `_start`) therefore runs at Create.
 
 A kill stops the guest at its next epoch check, within a millisecond while it runs Wasm. The
-kill also ends the host calls the engine can cut short: a read of stdin (its relay closes) and
-a preview 1 module's clock wait; the guest's thread then ends at once, with everything it held.
-A guest blocked in another host call (a component's clock wait) only gets there when the call
-returns: after KILL_GRACE the task is reported dead anyway, as the kill promised, its output
-FIFOs are let go at once (clients such as CRI wait for their end-of-file), and the guest's
-thread ends by itself when its call returns (holding its memory and preopened directories
-until then).
+kill also ends the waits the engine can cut short: a read of stdin (its relay closes), a
+preview 1 module's clock wait (at once) and a component's poll (at the end of its current
+slice, 20 ms to 2 s, engine/polls.py); the guest's thread then ends with everything it held.
+A guest still in a host call after KILL_GRACE (a poll's later slice, a write to an output
+nobody reads) is reported dead anyway, as the kill promised, its output FIFOs are let go at
+once (clients such as CRI wait for their end-of-file), and its thread ends by itself when the
+call returns.
 
 Everything else a task holds is let go the moment its guest ends, whatever the reason: the
 engine closes the guest's store (its WASI context's files) and the attachment closes the

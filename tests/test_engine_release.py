@@ -161,5 +161,6 @@ def test_a_guest_blocked_in_a_host_call_lets_go_of_its_fifos_on_request(engine: 
     finally:
         os.close(unread)
     result = execution.wait(0)
-    assert result is not None and result.status == 137
+    assert result is not None, "the guest's write returned, and the stop ended it"
+    assert result.status == 137
     assert released(tmp_path)

@@ -1,4 +1,5 @@
-;; idle.wat -- wasi:cli/run that never returns and uses no CPU: it blocks in a one-hour
+;; idle.wat -- wasi:cli/run that never returns and uses next to no CPU (the engine wakes a
+;; component's wait every 2 s at most, engine/polls.py): it blocks in a one-hour
 ;; monotonic-clock wait, again and again. The long-running idle task of the density benchmark.
 ;; Built by bench/guests.py (world `idle` in wit/).
 (module
