@@ -101,8 +101,13 @@ class Comparison:
     def summary(self) -> tuple[str, str, str, str, str]:
         ours = median(self.ours) if self.ours else None
         baseline = median(self.baseline) if self.baseline else None
-        return (self.name, duration(ours) if ours else self.missing, self.baseline_name,
-                duration(baseline) if baseline else "-", ratio(ours, baseline))
+        return (
+            self.name,
+            duration(ours) if ours else self.missing,
+            self.baseline_name,
+            duration(baseline) if baseline else "-",
+            ratio(ours, baseline),
+        )
 
     def row(self) -> list[str]:
         return [*self.summary(), str(len(self.ours or self.baseline or []))]

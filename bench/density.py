@@ -14,6 +14,7 @@ overrun the runtime's time budget; from the top level's per-task cost in memory 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -85,10 +86,8 @@ def _remove_all(s: Stack, ids: list[str]) -> str:
     chunks = [ids[i::STARTERS] for i in range(STARTERS) if ids[i::STARTERS]]
 
     def delete(chunk: list[str]) -> None:
-        try:
+        with contextlib.suppress(AssertionError):  # timed out on a task that would not die
             ctr("tasks", "delete", "--force", *chunk, timeout=30 + len(chunk), check=False)
-        except AssertionError:  # timed out on a task that would not die
-            pass
 
     began = time.perf_counter()
     with ThreadPoolExecutor(STARTERS) as pool:
@@ -141,9 +140,19 @@ def _rows(outcome: Outcome) -> list[list[str]]:
     rows, previous = [], Level(0, 0.0, Footprint(0, 0, 0), 0, 0)
     for level in outcome.levels:
         marginal = (level.use.rss - previous.use.rss) / (level.tasks - previous.tasks) / MIB
-        rows.append([outcome.label, str(level.tasks), f"{level.start_rate:.1f}", f"{level.use.rss / MIB:.0f}",
-                     f"{level.use.pss / MIB:.0f}", f"{marginal:.2f}", f"{level.use.pss / level.tasks / MIB:.2f}",
-                     f"{level.available_drop / level.tasks / MIB:.2f}", f"{level.use.threads / level.tasks:.1f}"])
+        rows.append(
+            [
+                outcome.label,
+                str(level.tasks),
+                f"{level.start_rate:.1f}",
+                f"{level.use.rss / MIB:.0f}",
+                f"{level.use.pss / MIB:.0f}",
+                f"{marginal:.2f}",
+                f"{level.use.pss / level.tasks / MIB:.2f}",
+                f"{level.available_drop / level.tasks / MIB:.2f}",
+                f"{level.use.threads / level.tasks:.1f}",
+            ]
+        )
         previous = level
     return rows
 
@@ -160,9 +169,11 @@ def _reach(outcome: Outcome) -> str:
     limits = [f"about {more} more by memory (keeping the reserve)" for more in [by_memory] if more is not None]
     limits += [f"about {more} more by kernel.pid_max ({pid_max()})" for more in [by_pids] if more is not None]
     retried = f" {outcome.retried} failed starts were retried once and then started." if outcome.retried else ""
-    return (f"- {outcome.label}: reached {top.tasks} idle tasks; stopped by: {outcome.stopped_by}. Per task "
-            f"{memory / MIB:.2f} MiB of MemAvailable and {threads:.1f} threads: {' and '.join(limits)}."
-            f"{retried} Teardown: {outcome.teardown}.")
+    return (
+        f"- {outcome.label}: reached {top.tasks} idle tasks; stopped by: {outcome.stopped_by}. Per task "
+        f"{memory / MIB:.2f} MiB of MemAvailable and {threads:.1f} threads: {' and '.join(limits)}."
+        f"{retried} Teardown: {outcome.teardown}."
+    )
 
 
 def _runc_sleep(s: Stack) -> Workload:
@@ -187,10 +198,20 @@ def _summary(runc: Level | None, wasm: Level | None, shim_installed: bool) -> tu
     pss = [level.use.pss / level.tasks / MIB if level else None for level in (wasm, runc)]
     baseline = "runc + busybox sleep"
     return (
-        ("density: idle tasks reached", str(tasks[0] or absent), baseline, str(tasks[1] or "-"),
-         ratio(tasks[0], tasks[1], lower_is_better=False)),
-        ("density: PSS per idle task at the highest K", f"{pss[0]:.2f} MiB" if pss[0] else absent, baseline,
-         f"{pss[1]:.2f} MiB" if pss[1] else "-", ratio(pss[0], pss[1])),
+        (
+            "density: idle tasks reached",
+            str(tasks[0] or absent),
+            baseline,
+            str(tasks[1] or "-"),
+            ratio(tasks[0], tasks[1], lower_is_better=False),
+        ),
+        (
+            "density: PSS per idle task at the highest K",
+            f"{pss[0]:.2f} MiB" if pss[0] else absent,
+            baseline,
+            f"{pss[1]:.2f} MiB" if pss[1] else "-",
+            ratio(pss[0], pss[1]),
+        ),
     )
 
 
@@ -203,8 +224,17 @@ def run(quick: bool) -> Section:
     if len(outcomes) == 1:
         rows.append(["wasm-oci", SHIM_MISSING, *["-"] * 7])
     runc_top, wasm_top = (outcomes[i].levels[-1] if i < len(outcomes) and outcomes[i].levels else None for i in (0, 1))
-    header = ["runtime", "idle tasks K", "starts/s (this batch)", "RSS total MiB", "PSS total MiB",
-              "marginal RSS MiB/task", "PSS MiB/task", "MemAvailable drop MiB/task", "threads/task"]
+    header = [
+        "runtime",
+        "idle tasks K",
+        "starts/s (this batch)",
+        "RSS total MiB",
+        "PSS total MiB",
+        "marginal RSS MiB/task",
+        "PSS MiB/task",
+        "MemAvailable drop MiB/task",
+        "threads/task",
+    ]
     return Section(
         "Density: idle long-running tasks",
         f"""K idle tasks running at once through one containerd, started {STARTERS} at a time with

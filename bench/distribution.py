@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from common import Comparison, Section, alternate, comparisons, main, timed
+
 from services.registry import plain_registry
 from services.tools import find_tool
 from services.wasmgen import padded_component

@@ -72,7 +72,7 @@ def shim_starts(runs: int, engine: Engine) -> tuple[list[float], list[float]]:
         execution = engine.execution(program, RunSpec(args=["hello.wasm"]))
         prepares.append(stopwatch(execution.prepare))
         woken = threading.Event()
-        parked = threading.Thread(target=lambda: (woken.wait(), execution.run()))
+        parked = threading.Thread(target=lambda woken=woken, execution=execution: (woken.wait(), execution.run()))
         parked.start()
         began = time.perf_counter()
         woken.set()
@@ -133,16 +133,18 @@ new process sees it) vs compiling it; instantiating and running it on a cache hi
 discarded) vs spawning /bin/true, the least a runtime that starts a native process per task
 pays. {runs} runs each (loads: {min(runs, 50)}).""",
         comparisons([load, start]),
-        "\n".join([
-            f"- load from this Engine's memory: median {duration(median(memory))}",
-            f"- instantiate + run hello.wasm: p90 {duration(percentile(start.ours or [], 90))}, p99 {duration(percentile(start.ours or [], 99))}",
-            f"- `Execution.prepare()` (what the shim's Create calls: WASI setup, instantiate): median {duration(median(prepares))}, p99 {duration(percentile(prepares, 99))}",
-            f"- waking a parked thread that enters the prepared guest (what the shim's Start does): median {duration(median(wakes))}, p99 {duration(percentile(wakes, 99))}",
-            f"- kill latency (`Execution.kill()` of a guest spinning in a loop, until `run()` returns): median {duration(median(kill))}, p99 {duration(percentile(kill, 99))}, max {duration(max(kill))} ({len(kill)} kills)",
-            f"- hello runs/s in one process: 1 thread {serial:.0f}, {cpus} threads {parallel:.0f} ({parallel / serial:.2f}x)",
-            "",
-            PARALLEL_NOTE,
-        ]),
+        "\n".join(
+            [
+                f"- load from this Engine's memory: median {duration(median(memory))}",
+                f"- instantiate + run hello.wasm: p90 {duration(percentile(start.ours or [], 90))}, p99 {duration(percentile(start.ours or [], 99))}",
+                f"- `Execution.prepare()` (what the shim's Create calls: WASI setup, instantiate): median {duration(median(prepares))}, p99 {duration(percentile(prepares, 99))}",
+                f"- waking a parked thread that enters the prepared guest (what the shim's Start does): median {duration(median(wakes))}, p99 {duration(percentile(wakes, 99))}",
+                f"- kill latency (`Execution.kill()` of a guest spinning in a loop, until `run()` returns): median {duration(median(kill))}, p99 {duration(percentile(kill, 99))}, max {duration(max(kill))} ({len(kill)} kills)",
+                f"- hello runs/s in one process: 1 thread {serial:.0f}, {cpus} threads {parallel:.0f} ({parallel / serial:.2f}x)",
+                "",
+                PARALLEL_NOTE,
+            ]
+        ),
         (load.summary(), start.summary()),
     )
 

@@ -48,7 +48,7 @@ class BaselineHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # as serve's handler
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).upper()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
@@ -58,7 +58,7 @@ class BaselineHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
@@ -132,14 +132,19 @@ def measure(level: str, rounds: int, seconds: float) -> list[list[str]]:
     rates: dict[str, list[float]] = {"wasm-oci": [], "baseline": []}
     samples: dict[str, list[float]] = {"wasm-oci": [], "baseline": []}
     for _ in range(rounds):
-        for kind in rates:
+        for kind, rate in rates.items():
             latencies = round_for(kind, processes, threads, seconds)
-            rates[kind].append(len(latencies) / seconds)
+            rate.append(len(latencies) / seconds)
             samples[kind] += latencies
     versus = ratio(median(rates["wasm-oci"]), median(rates["baseline"]), lower_is_better=False)
     return [
-        [str(processes * threads), name, f"{median(rates[kind]):.0f}",
-         *(duration(percentile(samples[kind], q)) for q in (50, 90, 99)), versus if kind == "wasm-oci" else ""]
+        [
+            str(processes * threads),
+            name,
+            f"{median(rates[kind]):.0f}",
+            *(duration(percentile(samples[kind], q)) for q in (50, 90, 99)),
+            versus if kind == "wasm-oci" else "",
+        ]
         for kind, name in (("wasm-oci", SERVER), ("baseline", BASELINE))
     ]
 
@@ -147,8 +152,10 @@ def measure(level: str, rounds: int, seconds: float) -> list[list[str]]:
 def run(quick: bool) -> Section:
     levels, rounds, seconds = (QUICK_LEVELS, 1, 0.5) if quick else (LEVELS, 3, 3.0)
     rows = [row for level in levels for row in measure(level, rounds, seconds)]
-    headlines = tuple((f"HTTP requests/s, {ours[0]} connection(s)", f"{ours[2]} req/s", BASELINE, f"{base[2]} req/s", ours[6])
-                      for ours, base in zip(rows[::2], rows[1::2]))
+    headlines = tuple(
+        (f"HTTP requests/s, {ours[0]} connection(s)", f"{ours[2]} req/s", BASELINE, f"{base[2]} req/s", ours[6])
+        for ours, base in zip(rows[::2], rows[1::2], strict=False)
+    )
     return Section(
         "The HTTP trigger: `wasm-oci serve`",
         f"""`wasm-oci serve examples/http/http.wasm` (a fresh sandboxed instance per request) against the

@@ -43,7 +43,7 @@ _ADJTIMEX = re.compile(r"time\.tv_sec:\s*(\d+)\s+time\.tv_usec:\s*(\d+)")
 
 
 def guest_clock(stdout: str) -> int:
-    return int(stdout.split()[0])
+    return int(stdout.split(maxsplit=1)[0])
 
 
 def adjtimex_clock(stdout: str) -> int:
@@ -106,10 +106,14 @@ def run(quick: bool) -> Section:
     inside_missing = NO_TIMESTAMPS if shim_ctr else SHIM_MISSING
     rows = [
         Comparison("`ctr run --rm` -> guest entry", shim_ctr, runc_runs, "runc: `ctr run --rm` -> busybox entry"),
-        Comparison("shim Start request -> guest entry (shim timestamps)", inside or None, None,
-                   "(containerd-shim-runc-v2 logs no timings)", inside_missing),
-        Comparison("`wasm-oci run clock.wasm` -> guest entry", cli_runs, floor_runs,
-                   "`python -c` -> first statement (interpreter floor)"),
+        Comparison(
+            "shim Start request -> guest entry (shim timestamps)",
+            inside or None,
+            None,
+            "(containerd-shim-runc-v2 logs no timings)",
+            inside_missing,
+        ),
+        Comparison("`wasm-oci run clock.wasm` -> guest entry", cli_runs, floor_runs, "`python -c` -> first statement (interpreter floor)"),
     ]
     return Section(
         "Start -> guest entry (warm precompile cache)",

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from services.images import PLAIN_HTTP, push_busybox
-
 from wasm_oci.oci import distribution as api
 
 __all__ = ["push_busybox", "push_component"]

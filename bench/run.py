@@ -16,13 +16,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
 from importlib.metadata import version
 from pathlib import Path
-
-from common import REPO, SUMMARY_HEADER, Section, duration, table
-from stack import shim_path
 
 import cold_start
 import density
@@ -31,6 +28,8 @@ import engine_run
 import engine_serve
 import entry
 import throughput
+from common import REPO, SUMMARY_HEADER, Section, duration, table
+from stack import shim_path
 
 DOC = REPO / "docs" / "benchmarks.md"
 
@@ -46,23 +45,31 @@ def _version(argv: list[str]) -> str:
 def machine() -> str:
     from services.tools import find_tool
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?")
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?"
+    )
     mem_kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")))
     shim = shim_path()
-    return "\n".join([
-        f"- {platform.platform()}; {os.cpu_count()} CPUs ({cpu}); {mem_kb / 1024 / 1024:.0f} GiB RAM",
-        f"- Python {platform.python_version()}; wasmtime (Python) {version('wasmtime')}",
-        f"- {_version([find_tool('containerd'), '--version'])}; {_version([find_tool('runc'), '--version'])}",
-        f"- oras {_version([find_tool('oras'), 'version'])}",
-        f"- wasm-oci shim: {shim if shim else 'not installed'}",
-        f"- run at {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-    ])
+    return "\n".join(
+        [
+            f"- {platform.platform()}; {os.cpu_count()} CPUs ({cpu}); {mem_kb / 1024 / 1024:.0f} GiB RAM",
+            f"- Python {platform.python_version()}; wasmtime (Python) {version('wasmtime')}",
+            f"- {_version([find_tool('containerd'), '--version'])}; {_version([find_tool('runc'), '--version'])}",
+            f"- oras {_version([find_tool('oras'), 'version'])}",
+            f"- wasm-oci shim: {shim if shim else 'not installed'}",
+            f"- run at {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        ]
+    )
 
 
 def _commit() -> str:
     try:
-        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              timeout=10).stdout.strip() or "?"
+        return (
+            subprocess.run(
+                ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or "?"
+        )
     except (OSError, subprocess.TimeoutExpired):
         return "?"
 
@@ -141,8 +148,15 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=throughput.TASKS, help="throughput: tasks in all")
     parser.add_argument("--concurrency", type=int, default=throughput.CONCURRENCY, help="throughput: tasks at once")
     args = parser.parse_args()
-    modules: list[Callable[[bool], Section]] = [cold_start.run, partial(throughput.run, tasks=args.tasks, concurrency=args.concurrency), entry.run,
-               density.run, distribution.run, engine_run.run, engine_serve.run]
+    modules: list[Callable[[bool], Section]] = [
+        cold_start.run,
+        partial(throughput.run, tasks=args.tasks, concurrency=args.concurrency),
+        entry.run,
+        density.run,
+        distribution.run,
+        engine_run.run,
+        engine_serve.run,
+    ]
     began = time.perf_counter()
     sections = []
     for run in modules:

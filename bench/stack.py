@@ -11,19 +11,20 @@ containerd's PATH too. Without it the Wasm side of each benchmark reports `(shim
 from __future__ import annotations
 
 import itertools
-from collections import Counter
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from images import push_busybox, push_component
+
 from services.containerd import ContainerdServer
 from services.registry import RegistryServer, plain_registry
 
@@ -103,8 +104,11 @@ class Outputs:
         for label, lost in self.lost.items():
             if lost == self.runs[label]:
                 raise SystemExit(f"{label}: no run printed {self.expected!r}")
-        return "\n".join(f"- {lost} of {self.runs[label]} {label} runs exited 0 but their output never reached "
-                         "`ctr`; they count as runs." for label, lost in self.lost.items() if lost)
+        return "\n".join(
+            f"- {lost} of {self.runs[label]} {label} runs exited 0 but their output never reached `ctr`; they count as runs."
+            for label, lost in self.lost.items()
+            if lost
+        )
 
 
 @contextmanager

@@ -42,8 +42,13 @@ def run(quick: bool, tasks: int = TASKS, concurrency: int = CONCURRENCY) -> Sect
         ours = tasks_per_second(s, wasm, tasks, concurrency, outputs) if wasm else None
         baseline = tasks_per_second(s, runc, tasks, concurrency, outputs)
     name = f"throughput: {tasks} x `ctr run --rm` hello, {concurrency} at a time"
-    headline = (name, f"{ours:.1f} tasks/s" if ours else SHIM_MISSING, "runc + busybox echo",
-                f"{baseline:.1f} tasks/s", ratio(ours, baseline, lower_is_better=False))
+    headline = (
+        name,
+        f"{ours:.1f} tasks/s" if ours else SHIM_MISSING,
+        "runc + busybox echo",
+        f"{baseline:.1f} tasks/s",
+        ratio(ours, baseline, lower_is_better=False),
+    )
     return Section(
         "Throughput through containerd",
         f"""{tasks} tasks in all, {concurrency} running at any moment (a pool of {concurrency} threads, each

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import click
 
+from wasm_oci import api
 from wasm_oci.cli.common_options import build_registry_options, output_format, registry_options
 from wasm_oci.cli.output import ProgressLine, emit_json, human_size, printable
 from wasm_oci.cli.signing_commands import report_signed, report_trust, sign_key_option, signature_lines, verify_key_option
-from wasm_oci import api
-from wasm_oci.oci.distribution import names_wasm_file
 from wasm_oci.oci.artifact import WasmArtifact
+from wasm_oci.oci.distribution import names_wasm_file
 
 if TYPE_CHECKING:
     from wasm_oci.signing.attach import Attached
@@ -30,7 +30,7 @@ def _parse_created(_ctx: click.Context, _param: click.Parameter, value: str | No
         return None
     try:
         if value.isdigit():
-            return datetime.fromtimestamp(int(value), timezone.utc)
+            return datetime.fromtimestamp(int(value), UTC)
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise click.BadParameter(f"{value!r} is neither RFC 3339 (2024-01-02T03:04:05Z) nor Unix seconds") from None
@@ -50,7 +50,9 @@ def package_options(func: Any) -> Any:
     """Packaging settings shared by `package` and `push FILE.wasm` (which names the format --package-format)."""
     for option in reversed(
         [
-            click.option("--created", callback=_parse_created, help="Creation time (RFC 3339 or Unix seconds); default SOURCE_DATE_EPOCH, else now."),
+            click.option(
+                "--created", callback=_parse_created, help="Creation time (RFC 3339 or Unix seconds); default SOURCE_DATE_EPOCH, else now."
+            ),
             click.option("--author", help="Author recorded in the config."),
             click.option("--env", "envs", multiple=True, metavar="KEY=VALUE", help="Default environment (image format)."),
             click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Config label (image format)."),
@@ -61,8 +63,15 @@ def package_options(func: Any) -> Any:
     return func
 
 
-def _package_opts(pkg_format: str, created: datetime | None, author: str | None, envs: tuple[str, ...],
-                  labels: tuple[str, ...], annotations: tuple[str, ...], **_: Any) -> api.PackageOptions:
+def _package_opts(
+    pkg_format: str,
+    created: datetime | None,
+    author: str | None,
+    envs: tuple[str, ...],
+    labels: tuple[str, ...],
+    annotations: tuple[str, ...],
+    **_: Any,
+) -> api.PackageOptions:
     _pairs(envs, "--env")
     return api.PackageOptions(
         format=pkg_format,  # type: ignore[arg-type]
@@ -91,7 +100,9 @@ def _report(result: api.Result, fmt: str, verb: str) -> None:
 
 @click.command("package")
 @click.argument("wasm", type=click.Path(path_type=Path))
-@click.option("-t", "--tag", "dest", default=None, help="Where to store it: a local-store NAME[:TAG] (default: file name) or oci:PATH[:TAG].")
+@click.option(
+    "-t", "--tag", "dest", default=None, help="Where to store it: a local-store NAME[:TAG] (default: file name) or oci:PATH[:TAG]."
+)
 @click.option("--package-format", "pkg_format", type=FORMATS, default="image", show_default=True, help=FORMAT_HELP)
 @package_options
 @output_format
@@ -120,7 +131,9 @@ def push_cmd(source: str, dest: str, fmt: str, sign_key: Any, **kwargs: Any) -> 
 
 @click.command("pull")
 @click.argument("ref")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write just the wasm to this file (or directory) instead of the local store.")
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), help="Write just the wasm to this file (or directory) instead of the local store."
+)
 @registry_options
 @verify_key_option
 @output_format
@@ -192,7 +205,11 @@ def inspect_cmd(ref: str, fmt: str, verify_keys: Any, **kwargs: Any) -> None:
     lines.append(f"World target: {art.target or '-'}")
     lines += [f"  import {name}" for name in art.imports]
     lines += [f"  export {name}" for name in art.exports]
-    lines += signature_lines(signatures) if signatures else ["Signatures:   not looked up (" + ("a file)" if not options.offline else "--offline)")]
+    lines += (
+        signature_lines(signatures)
+        if signatures
+        else ["Signatures:   not looked up (" + ("a file)" if not options.offline else "--offline)")]
+    )
     click.echo("\n".join(printable(line) for line in lines))
 
 

@@ -21,8 +21,24 @@ def cli() -> None:
     """Package, distribute and run WebAssembly components as OCI artifacts."""
 
 
-for command in (package_cmd, push_cmd, pull_cmd, inspect_cmd, copy_cmd, login_cmd, logout_cmd, keygen_cmd, sign_cmd, verify_cmd,
-                run_cmd, serve_cmd, images_cmd, tag_cmd, rm_cmd, prune_cmd):
+for command in (
+    package_cmd,
+    push_cmd,
+    pull_cmd,
+    inspect_cmd,
+    copy_cmd,
+    login_cmd,
+    logout_cmd,
+    keygen_cmd,
+    sign_cmd,
+    verify_cmd,
+    run_cmd,
+    serve_cmd,
+    images_cmd,
+    tag_cmd,
+    rm_cmd,
+    prune_cmd,
+):
     cli.add_command(command)
 
 

@@ -12,7 +12,6 @@ import click
 
 from wasm_oci.oci.descriptor import Descriptor
 
-
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 

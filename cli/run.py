@@ -13,8 +13,8 @@ import os
 import re
 import signal
 import sys
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
@@ -25,8 +25,8 @@ from wasm_oci.engine.spec import INHERIT, Inherit, Preopen, RunSpec
 from wasm_oci.errors import ListenError, NotFound, UsageError
 
 if TYPE_CHECKING:
-    from wasm_oci.engine import Engine, Program, RunResult
     from wasm_oci.cli.source import Source
+    from wasm_oci.engine import Engine, Program, RunResult
 
 _SIZE = re.compile(r"^(\d+)\s*([kmg]?)i?b?$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -75,14 +75,42 @@ def guest_options(memory: str | None, timeout: float | None) -> Callable[[F], F]
     limit_note = " (per request)" if timeout is not None else ""
 
     def decorate(func: F) -> F:
-        for option in reversed([
-            click.option("-e", "--env", "envs", type=KeyValue(), multiple=True, help="Environment variable for the guest (repeatable); nothing else of the host's environment is visible."),
-            click.option("--dir", "dirs", type=DirMapping(), multiple=True, metavar="HOST:GUEST[:ro]",
-                         help="Preopen a host directory at GUEST, read-write or with :ro read-only (repeatable); no other file is visible."),
-            click.option("--memory", type=ByteSize(), default=memory, help=f"Cap on all linear memory, e.g. 64M{limit_note}; growing past it stops the guest (137).", show_default=memory is not None),
-            click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=timeout, metavar="SECONDS", help=f"Wall-clock seconds before the guest is stopped{limit_note}.", show_default=timeout is not None),
-            verify_key_option,
-        ]):
+        for option in reversed(
+            [
+                click.option(
+                    "-e",
+                    "--env",
+                    "envs",
+                    type=KeyValue(),
+                    multiple=True,
+                    help="Environment variable for the guest (repeatable); nothing else of the host's environment is visible.",
+                ),
+                click.option(
+                    "--dir",
+                    "dirs",
+                    type=DirMapping(),
+                    multiple=True,
+                    metavar="HOST:GUEST[:ro]",
+                    help="Preopen a host directory at GUEST, read-write or with :ro read-only (repeatable); no other file is visible.",
+                ),
+                click.option(
+                    "--memory",
+                    type=ByteSize(),
+                    default=memory,
+                    help=f"Cap on all linear memory, e.g. 64M{limit_note}; growing past it stops the guest (137).",
+                    show_default=memory is not None,
+                ),
+                click.option(
+                    "--timeout",
+                    type=click.FloatRange(min=0, min_open=True),
+                    default=timeout,
+                    metavar="SECONDS",
+                    help=f"Wall-clock seconds before the guest is stopped{limit_note}.",
+                    show_default=timeout is not None,
+                ),
+                verify_key_option,
+            ]
+        ):
             func = option(func)
         return registry_options(func)
 
@@ -90,8 +118,8 @@ def guest_options(memory: str | None, timeout: float | None) -> Callable[[F], F]
 
 
 def _load(source: str, verify_keys: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Engine, Source, Program]:
-    from wasm_oci.engine.runner import Engine  # wasmtime: ~40 ms, paid only by run and serve
     from wasm_oci.cli.source import resolve
+    from wasm_oci.engine.runner import Engine  # wasmtime: ~40 ms, paid only by run and serve
 
     src = resolve(source, build_registry_options(**kwargs), verify_keys)
     report_trust(src.trust, verbose=False)
@@ -99,18 +127,41 @@ def _load(source: str, verify_keys: tuple[Any, ...], kwargs: dict[str, Any]) -> 
     return engine, src, engine.load(src.wasm, src.digest, src.name)
 
 
-def _spec(src: Source, args: tuple[str, ...], envs: tuple[tuple[str, str], ...], dirs: tuple[Preopen, ...],
-          memory: int | None, timeout: float | None, stdio: Inherit | None) -> RunSpec:
-    return RunSpec(args=[src.name, *args], env={**src.env, **dict(envs)}, stdin=stdio, stdout=stdio, stderr=stdio,
-                   preopens=dirs, memory_limit=memory, timeout=timeout)
+def _spec(
+    src: Source,
+    args: tuple[str, ...],
+    envs: tuple[tuple[str, str], ...],
+    dirs: tuple[Preopen, ...],
+    memory: int | None,
+    timeout: float | None,
+    stdio: Inherit | None,
+) -> RunSpec:
+    return RunSpec(
+        args=[src.name, *args],
+        env={**src.env, **dict(envs)},
+        stdin=stdio,
+        stdout=stdio,
+        stderr=stdio,
+        preopens=dirs,
+        memory_limit=memory,
+        timeout=timeout,
+    )
 
 
 @click.command("run", context_settings={"allow_interspersed_args": False})
 @click.argument("source")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @guest_options(memory=None, timeout=None)
-def run_cmd(source: str, args: tuple[str, ...], envs: tuple[tuple[str, str], ...], dirs: tuple[Preopen, ...],
-            memory: int | None, timeout: float | None, verify_keys: tuple[Any, ...], **kwargs: Any) -> int:
+def run_cmd(
+    source: str,
+    args: tuple[str, ...],
+    envs: tuple[tuple[str, str], ...],
+    dirs: tuple[Preopen, ...],
+    memory: int | None,
+    timeout: float | None,
+    verify_keys: tuple[Any, ...],
+    **kwargs: Any,
+) -> int:
     """Run SOURCE (a .wasm file or a reference) with ARGS; options go before SOURCE, `--` is optional.
 
     A wasi:cli component or a WASI preview 1 module runs with this terminal's stdio and only
@@ -122,8 +173,9 @@ def run_cmd(source: str, args: tuple[str, ...], envs: tuple[tuple[str, str], ...
     if args[:1] == ("--",):
         args = args[1:]
     elif misplaced := next((arg for arg in args if arg.split("=", 1)[0] in _own_options(click.get_current_context())), None):
-        raise UsageError(f"{misplaced} after SOURCE would go to the guest: put wasm-oci's options before SOURCE, "
-                         "or `--` before the guest's arguments")
+        raise UsageError(
+            f"{misplaced} after SOURCE would go to the guest: put wasm-oci's options before SOURCE, or `--` before the guest's arguments"
+        )
     engine, src, program = _load(source, verify_keys, kwargs)
     execution = engine.execution(program, _spec(src, args, envs, dirs, memory, timeout, INHERIT))
     sys.stdout.flush()
@@ -143,7 +195,10 @@ def run_cmd(source: str, args: tuple[str, ...], envs: tuple[tuple[str, str], ...
 
 
 def _own_options(ctx: click.Context) -> set[str]:
-    return {name for param in ctx.command.params for name in (*param.opts, *param.secondary_opts) if name.startswith("-")} | {"-h", "--help"}
+    return {name for param in ctx.command.params for name in (*param.opts, *param.secondary_opts) if name.startswith("-")} | {
+        "-h",
+        "--help",
+    }
 
 
 def _leave(result: RunResult) -> NoReturn:
@@ -157,16 +212,43 @@ def _leave(result: RunResult) -> NoReturn:
 
 @click.command("serve")
 @click.argument("source")
-@click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT", help="Address to listen on (port 0: any free port).")
-@click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Guests running at once (default: one per CPU); more requests wait.")
-@click.option("--queue-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True, metavar="SECONDS",
-              help="How long a request waits for a free guest before a 503.")
+@click.option(
+    "--listen", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT", help="Address to listen on (port 0: any free port)."
+)
+@click.option(
+    "--concurrency", type=click.IntRange(min=1), default=None, help="Guests running at once (default: one per CPU); more requests wait."
+)
+@click.option(
+    "--queue-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long a request waits for a free guest before a 503.",
+)
 @click.option("--max-body", type=ByteSize(), default="16M", show_default=True, help="Largest request body (413 past it).")
-@click.option("--max-response", type=ByteSize(), default="64M", show_default=True, help="Largest guest stdout or stderr (502 past it, checked while it runs).")
+@click.option(
+    "--max-response",
+    type=ByteSize(),
+    default="64M",
+    show_default=True,
+    help="Largest guest stdout or stderr (502 past it, checked while it runs).",
+)
 @guest_options(memory="128M", timeout=10.0)
-def serve_cmd(source: str, listen: str, concurrency: int | None, queue_timeout: float, max_body: int, max_response: int,
-              envs: tuple[tuple[str, str], ...], dirs: tuple[Preopen, ...],
-              memory: int | None, timeout: float | None, verify_keys: tuple[Any, ...], **kwargs: Any) -> None:
+def serve_cmd(
+    source: str,
+    listen: str,
+    concurrency: int | None,
+    queue_timeout: float,
+    max_body: int,
+    max_response: int,
+    envs: tuple[tuple[str, str], ...],
+    dirs: tuple[Preopen, ...],
+    memory: int | None,
+    timeout: float | None,
+    verify_keys: tuple[Any, ...],
+    **kwargs: Any,
+) -> None:
     """Serve HTTP with SOURCE as a CGI-style handler: a fresh guest instance per request.
 
     The request's method, path, query and headers are CGI variables (REQUEST_METHOD,
@@ -178,8 +260,9 @@ def serve_cmd(source: str, listen: str, concurrency: int | None, queue_timeout: 
 
     host, port = _address(listen)
     engine, src, program = _load(source, verify_keys, kwargs)
-    limits = ServeLimits(max_body=max_body, max_response=max_response, queue_timeout=queue_timeout,
-                         **({"concurrency": concurrency} if concurrency else {}))
+    limits = ServeLimits(
+        max_body=max_body, max_response=max_response, queue_timeout=queue_timeout, **({"concurrency": concurrency} if concurrency else {})
+    )
     try:
         server = CgiServer((host, port), engine, program, _spec(src, (), envs, dirs, memory, timeout, None), limits)
     except OSError as exc:

@@ -49,11 +49,17 @@ def _public_keys(_ctx: click.Context, _param: click.Parameter, values: tuple[Pat
 
 
 sign_key_option = click.option(
-    "--sign-key", type=KEY_PATH, callback=_private_key,
+    "--sign-key",
+    type=KEY_PATH,
+    callback=_private_key,
     help="Sign the pushed manifest with this private key, in both cosign layouts. " + PASSWORD_HELP,
 )
 verify_key_option = click.option(
-    "--verify-key", "verify_keys", type=KEY_PATH, multiple=True, callback=_public_keys,
+    "--verify-key",
+    "verify_keys",
+    type=KEY_PATH,
+    multiple=True,
+    callback=_public_keys,
     help="Require a signature by this public key (repeatable); overrides the trust policy.",
 )
 
@@ -90,8 +96,8 @@ def signature_lines(verification: Verification) -> list[str]:
 @click.option("--force", is_flag=True, help="Overwrite existing key files.")
 def keygen_cmd(prefix: str, no_password: bool, force: bool) -> None:
     """Create an ECDSA P-256 key pair; the private key is in cosign's encrypted format."""
-    from wasm_oci.signing import operations as signing
     from wasm_oci.signing import keys
+    from wasm_oci.signing import operations as signing
 
     password = "" if no_password else keys.password_from_env()
     if password is None:
@@ -107,8 +113,13 @@ def keygen_cmd(prefix: str, no_password: bool, force: bool) -> None:
 @click.command("sign")
 @click.argument("ref")
 @click.option("--sign-key", "--key", "key", type=KEY_PATH, required=True, callback=_private_key, help="Private key. " + PASSWORD_HELP)
-@click.option("--signature-format", type=click.Choice(["both", "bundle", "legacy"]), default="both", show_default=True,
-              help="bundle: sigstore bundle referrer (cosign 3's default); legacy: the sha256-<hex>.sig tag (what cosign 2 reads).")
+@click.option(
+    "--signature-format",
+    type=click.Choice(["both", "bundle", "legacy"]),
+    default="both",
+    show_default=True,
+    help="bundle: sigstore bundle referrer (cosign 3's default); legacy: the sha256-<hex>.sig tag (what cosign 2 reads).",
+)
 @registry_options
 @output_format
 def sign_cmd(ref: str, key: PrivateKey, signature_format: str, fmt: str, **kwargs: Any) -> None:
@@ -126,8 +137,15 @@ def sign_cmd(ref: str, key: PrivateKey, signature_format: str, fmt: str, **kwarg
 
 @click.command("verify")
 @click.argument("ref")
-@click.option("--verify-key", "--key", "trusted", type=KEY_PATH, multiple=True, callback=_public_keys,
-              help="Trusted public key (repeatable); default: the trust policy's keys for REF.")
+@click.option(
+    "--verify-key",
+    "--key",
+    "trusted",
+    type=KEY_PATH,
+    multiple=True,
+    callback=_public_keys,
+    help="Trusted public key (repeatable); default: the trust policy's keys for REF.",
+)
 @registry_options
 @output_format
 def verify_cmd(ref: str, trusted: tuple[PublicKey, ...], fmt: str, **kwargs: Any) -> None:
@@ -136,8 +154,9 @@ def verify_cmd(ref: str, trusted: tuple[PublicKey, ...], fmt: str, **kwargs: Any
 
     verification = signing.verify(ref, trusted, build_registry_options(**kwargs))
     if fmt == "json":
-        emit_json({"reference": verification.reference, "digest": verification.digest,
-                   "signatures": [f.to_json() for f in verification.findings]})
+        emit_json(
+            {"reference": verification.reference, "digest": verification.digest, "signatures": [f.to_json() for f in verification.findings]}
+        )
         return
     for finding in verification.verified:
         click.echo(printable(f"Verified: {finding.detail}"), err=True)

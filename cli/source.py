@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, cast
 
 from wasm_oci import api, paths
 from wasm_oci.errors import SignatureError
-from wasm_oci.oci import distribution
 from wasm_oci.oci import digest as digests
+from wasm_oci.oci import distribution
 from wasm_oci.oci.artifact import read as read_artifact
 from wasm_oci.oci.layout import OCILayout
 from wasm_oci.oci.options import RegistryOptions

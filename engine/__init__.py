@@ -25,8 +25,15 @@ if TYPE_CHECKING:
 # Names resolve on first use (PEP 562), so importing `wasm_oci.engine.spec` for the plain
 # dataclasses does not load wasmtime (~40 ms): the CLI's other commands never pay for it.
 _HOMES = {
-    "Engine": "runner", "Execution": "runner", "Program": "program", "RunSpec": "spec", "Preopen": "spec",
-    "INHERIT": "spec", "RunResult": "result", "TRAP_STATUS": "result", "TIMEOUT_STATUS": "result",
+    "Engine": "runner",
+    "Execution": "runner",
+    "Program": "program",
+    "RunSpec": "spec",
+    "Preopen": "spec",
+    "INHERIT": "spec",
+    "RunResult": "result",
+    "TRAP_STATUS": "result",
+    "TIMEOUT_STATUS": "result",
 }
 __all__ = ["INHERIT", "TIMEOUT_STATUS", "TRAP_STATUS", "Engine", "Execution", "Preopen", "Program", "RunResult", "RunSpec"]
 

@@ -116,7 +116,7 @@ class PollOneoff:
     def _helper(self, caller: wasmtime.Caller, waits: Waits) -> tuple[wasmtime.Memory, wasmtime.Func, wasmtime.Func]:
         if waits.helper is None:
             if self._helper_module is None:
-                self._helper_module = wasmtime.Module(self.engine, wasmtime.wat2wasm(_HELPER_WAT))
+                self._helper_module = wasmtime.Module(self.engine, bytes(wasmtime.wat2wasm(_HELPER_WAT)))
             with memory.charging(waits.account):
                 exports = self._wasi.instantiate(caller, self._helper_module).exports(caller)
             scratch, poll, now = exports["memory"], exports["poll"], exports["now"]
@@ -133,8 +133,9 @@ class PollOneoff:
             return None
         return int(_U64.unpack(scratch.read(caller, 0, 8))[0])
 
-    def _delegate(self, caller: wasmtime.Caller, waits: Waits, guest: wasmtime.Memory, raw: bytearray,
-                  events: int, count: int, written: int) -> int:
+    def _delegate(
+        self, caller: wasmtime.Caller, waits: Waits, guest: wasmtime.Memory, raw: bytearray, events: int, count: int, written: int
+    ) -> int:
         """Wasmtime's poll_oneoff on a copy of the subscriptions in the helper's memory."""
         at_events = 8 + len(raw)
         at_written = at_events + count * _EVENT.size

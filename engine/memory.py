@@ -151,8 +151,9 @@ _GROW = capi.wasmtime_memory_grow_callback_t(_grow_memory)
 _FINALIZE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_finalize)
 
 
-def _new_memory(_env: object, _type: object, minimum: int, maximum: int, reserved: int, guard: int,
-                out: ctypes._Pointer[capi.wasmtime_linear_memory_t]) -> int:
+def _new_memory(
+    _env: object, _type: object, minimum: int, maximum: int, reserved: int, guard: int, out: ctypes._Pointer[capi.wasmtime_linear_memory_t]
+) -> int:
     account: Account | None = getattr(_current, "account", None)
     capacity = reserved or max(minimum, min(maximum, _DYNAMIC_CAPACITY))
     if minimum > capacity:
@@ -203,8 +204,10 @@ def limit_store(store: wasmtime.Store, memory_limit: int | None) -> None:
 
 def limits_text(memory_limit: int | None) -> str:
     """The store limits in words, for the message of a run that passed one."""
-    return (f"a run may have {TABLES} tables of up to {table_elements(memory_limit)} elements each, "
-            f"{MEMORIES} memories and {INSTANCES} instances")
+    return (
+        f"a run may have {TABLES} tables of up to {table_elements(memory_limit)} elements each, "
+        f"{MEMORIES} memories and {INSTANCES} instances"
+    )
 
 
 def install(config: wasmtime.Config) -> None:

@@ -158,9 +158,11 @@ class Loader:
         outer = component.get_export_index(interface) if interface else None
         run = component.get_export_index("run", outer) if outer else None
         if run is None:
-            hint = " (wasi:http/incoming-handler cannot be served by wasmtime's C API: build a wasi:cli command for `serve`)" if any(
-                export.startswith("wasi:http/incoming-handler@") for export in exports
-            ) else ""
+            hint = (
+                " (wasi:http/incoming-handler cannot be served by wasmtime's C API: build a wasi:cli command for `serve`)"
+                if any(export.startswith("wasi:http/incoming-handler@") for export in exports)
+                else ""
+            )
             raise NoEntryPoint(f"{name}: component exports no wasi:cli/run (exports: {', '.join(exports) or 'none'}){hint}")
         return _ComponentEntry(self.component_linker, component, run)
 

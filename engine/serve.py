@@ -102,8 +102,9 @@ class CgiServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], engine: Engine, program: Program, spec: RunSpec,
-                 limits: ServeLimits = ServeLimits()) -> None:
+    def __init__(
+        self, address: tuple[str, int], engine: Engine, program: Program, spec: RunSpec, limits: ServeLimits = ServeLimits()
+    ) -> None:
         """`spec` is the template for every request: args, env, preopens, memory limit, timeout."""
         self.engine, self.program, self.spec, self.limits = engine, program, spec, limits
         self._pinned = {name: value for name, value in spec.env.items() if name.startswith("HTTP_")}
@@ -164,7 +165,9 @@ class CgiServer(ThreadingHTTPServer):
                 return self._failed(request, result, os.pread(stderr, 2048, 0))
             size = os.fstat(stdout).st_size
             if size > self.limits.max_response:
-                return _error(request, HTTPStatus.BAD_GATEWAY, f"response of {size} bytes is over the {self.limits.max_response}-byte limit")
+                return _error(
+                    request, HTTPStatus.BAD_GATEWAY, f"response of {size} bytes is over the {self.limits.max_response}-byte limit"
+                )
             try:
                 return cgi.parse_response(os.pread(stdout, size, 0))
             except cgi.MalformedResponse as exc:

@@ -82,7 +82,7 @@ class _Relay:
                 if not stream.pending:
                     self.close(stream)  # the source's end-of-file: the guest's too
                     return
-            stream.pending = stream.pending[os.write(stream.sink, stream.pending):]
+            stream.pending = stream.pending[os.write(stream.sink, stream.pending) :]
         except BlockingIOError:
             pass
         except OSError:  # the guest's end is closed (EPIPE), the terminal went away (EIO)

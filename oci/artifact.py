@@ -67,17 +67,17 @@ def read(target: ReadOnlyTarget, desc: Descriptor) -> WasmArtifact:
     if config.media_type in mediatypes.CONFIGS:
         config_json = documents.load(fetch_bytes(target, config, f"config {config.digest}"), f"config {config.digest}")
     what = f"config {config.digest}"
-    common: dict[str, Any] = dict(
-        manifest=desc,
-        manifest_json=manifest,
-        layers=layers,
-        config=config,
-        config_json=config_json,
-        layer=wasm_layers[0],
-        os=documents.text(config_json, "os", what),
-        architecture=documents.text(config_json, "architecture", what),
-        created=documents.text(config_json, "created", what) or parsed.annotations.get("org.opencontainers.image.created"),
-    )
+    common: dict[str, Any] = {
+        "manifest": desc,
+        "manifest_json": manifest,
+        "layers": layers,
+        "config": config,
+        "config_json": config_json,
+        "layer": wasm_layers[0],
+        "os": documents.text(config_json, "os", what),
+        "architecture": documents.text(config_json, "architecture", what),
+        "created": documents.text(config_json, "created", what) or parsed.annotations.get("org.opencontainers.image.created"),
+    }
     if config.media_type == mediatypes.WASM_CONFIG:
         component = documents.section(config_json, "component", what)
         return WasmArtifact(

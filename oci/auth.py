@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
 from wasm_oci.errors import AuthenticationError, MalformedContent, StoreError
-from wasm_oci.oci import documents
 from wasm_oci.files import atomic_write
+from wasm_oci.oci import documents
 
 if TYPE_CHECKING:
     import requests
@@ -176,7 +176,7 @@ class Challenge:
     params: dict[str, str]
 
     @classmethod
-    def parse(cls, header: str) -> "Challenge":
+    def parse(cls, header: str) -> Challenge:
         scheme, _, rest = header.strip().partition(" ")
         return cls(scheme.lower(), dict(_CHALLENGE_PARAM.findall(rest)))
 

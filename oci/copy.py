@@ -71,16 +71,23 @@ def metered(chunks: Iterable[bytes], desc: Descriptor, progress: Progress | None
         yield chunk
 
 
-def copy_graph(src: ReadOnlyTarget, dst: Target, root: Descriptor, tag: str | None = None, progress: Progress | None = None,
-               stats: CopyStats | None = None) -> CopyStats:
+def copy_graph(
+    src: ReadOnlyTarget,
+    dst: Target,
+    root: Descriptor,
+    tag: str | None = None,
+    progress: Progress | None = None,
+    stats: CopyStats | None = None,
+) -> CopyStats:
     """`stats` (optional) is filled as the copy goes, so a caller still has it when the copy fails."""
     stats = stats if stats is not None else CopyStats()
     _copy_node(src, dst, root, tag, progress, stats, 0)
     return stats
 
 
-def _copy_node(src: ReadOnlyTarget, dst: Target, desc: Descriptor, tag: str | None, progress: Progress | None, stats: CopyStats,
-               depth: int) -> None:
+def _copy_node(
+    src: ReadOnlyTarget, dst: Target, desc: Descriptor, tag: str | None, progress: Progress | None, stats: CopyStats, depth: int
+) -> None:
     if desc.digest in stats.visited and tag is None:
         return
     stats.visited.add(desc.digest)

@@ -24,11 +24,11 @@ class Descriptor:
     platform: dict[str, Any] | None = field(default=None, compare=False)
 
     @classmethod
-    def for_bytes(cls, media_type: str, data: bytes, **extra: Any) -> "Descriptor":
+    def for_bytes(cls, media_type: str, data: bytes, **extra: Any) -> Descriptor:
         return cls(media_type, digests.of_bytes(data), len(data), **extra)
 
     @classmethod
-    def from_json(cls, obj: Any, what: str = "descriptor") -> "Descriptor":
+    def from_json(cls, obj: Any, what: str = "descriptor") -> Descriptor:
         """A descriptor from untrusted JSON: every field checked, or MalformedContent naming `what`."""
         if not isinstance(obj, dict):
             raise MalformedContent(f"{what}: a descriptor must be an object, not {type(obj).__name__}")

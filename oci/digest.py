@@ -22,7 +22,7 @@ def of_bytes(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def hasher_for(digest: str) -> "hashlib._Hash":
+def hasher_for(digest: str) -> hashlib._Hash:
     return hashlib.new(validate(digest).split(":", 1)[0])
 
 

@@ -18,25 +18,33 @@ from typing import Protocol
 
 from wasm_oci import paths
 from wasm_oci.errors import InvalidReference, InvalidWasm, NotFound, StoreError, UsageError
+from wasm_oci.files import atomic_write
 from wasm_oci.oci import digest as digests
-from wasm_oci.oci import localstore
+from wasm_oci.oci import localstore, wasminfo
 from wasm_oci.oci import package as packaging
 from wasm_oci.oci import reference as references
-from wasm_oci.oci import wasminfo
 from wasm_oci.oci.artifact import WasmArtifact
 from wasm_oci.oci.artifact import read as read_artifact
 from wasm_oci.oci.copy import CopyStats, Progress, copy_graph, metered
 from wasm_oci.oci.descriptor import Descriptor
-from wasm_oci.files import atomic_write
 from wasm_oci.oci.layout import OCILayout
 from wasm_oci.oci.memory_store import MemoryStore
-from wasm_oci.oci.reference import LayoutReference, Reference, RegistryReference
 from wasm_oci.oci.options import RegistryOptions
+from wasm_oci.oci.reference import LayoutReference, Reference, RegistryReference
 from wasm_oci.oci.target import Target
 
 __all__ = [
-    "RegistryOptions", "PackageOptions", "Result", "open_target", "package_file", "push", "pull",
-    "copy", "inspect", "login", "logout",
+    "PackageOptions",
+    "RegistryOptions",
+    "Result",
+    "copy",
+    "inspect",
+    "login",
+    "logout",
+    "open_target",
+    "package_file",
+    "pull",
+    "push",
 ]
 PackageOptions = packaging.PackageOptions
 

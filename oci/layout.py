@@ -67,7 +67,7 @@ class OCILayout:
     @contextlib.contextmanager
     def fetch(self, desc: Descriptor) -> Iterator[Iterator[bytes]]:
         try:
-            handle = open(self.blob_path(desc.digest), "rb")
+            handle = open(self.blob_path(desc.digest), "rb")  # noqa: SIM115 - the `with` below closes it, once errors are mapped
         except FileNotFoundError:
             raise NotFound(f"blob {desc.digest} is not in {self.root}") from None
         except OSError as exc:  # a directory where the blob should be, no permission
@@ -123,16 +123,12 @@ class OCILayout:
         entry = desc.to_json()
         entry["annotations"] = {**entry.get("annotations", {}), REF_NAME: tag}
         with self._locked_index() as index:
-            index["manifests"] = [
-                m for m in index["manifests"] if (m.get("annotations") or {}).get(REF_NAME) != tag
-            ] + [entry]
+            index["manifests"] = [m for m in index["manifests"] if (m.get("annotations") or {}).get(REF_NAME) != tag] + [entry]
 
     def untag(self, tag: str) -> bool:
         with self._locked_index() as index:
             before = len(index["manifests"])
-            index["manifests"] = [
-                m for m in index["manifests"] if (m.get("annotations") or {}).get(REF_NAME) != tag
-            ]
+            index["manifests"] = [m for m in index["manifests"] if (m.get("annotations") or {}).get(REF_NAME) != tag]
             return len(index["manifests"]) != before
 
     def tags(self) -> dict[str, Descriptor]:

@@ -53,8 +53,10 @@ def lookup(ref: RegistryReference, offline: bool) -> Descriptor | None:
     names = open_store().tags()
     if ref.digest:
         repository = f"{ref.registry}/{ref.repository}"
-        return next((desc for name, desc in names.items()
-                     if desc.digest == ref.digest and name.startswith((repository + ":", repository + "@"))), None)
+        return next(
+            (desc for name, desc in names.items() if desc.digest == ref.digest and name.startswith((repository + ":", repository + "@"))),
+            None,
+        )
     return names.get(name_for(ref, "")) if offline else None
 
 

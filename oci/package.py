@@ -14,7 +14,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from wasm_oci.errors import UsageError
@@ -51,18 +51,18 @@ class Packaged:
 def creation_time(explicit: datetime | None = None) -> datetime:
     """`--created` wins, then SOURCE_DATE_EPOCH (reproducible-builds.org), then now."""
     if explicit:
-        return explicit.astimezone(timezone.utc) if explicit.tzinfo else explicit.replace(tzinfo=timezone.utc)
+        return explicit.astimezone(UTC) if explicit.tzinfo else explicit.replace(tzinfo=UTC)
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if epoch:
         try:
-            return datetime.fromtimestamp(int(epoch), timezone.utc)
+            return datetime.fromtimestamp(int(epoch), UTC)
         except (ValueError, OverflowError, OSError):
             raise UsageError(f"SOURCE_DATE_EPOCH={epoch[:40]!r} is not a whole number of seconds since 1970") from None
-    return datetime.now(timezone.utc).replace(microsecond=0)
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 def _rfc3339(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _canonical(doc: dict[str, Any]) -> bytes:

@@ -36,7 +36,7 @@ class RegistryReference:
         """What goes after /manifests/ in the distribution API: the digest wins over the tag."""
         return self.digest or self.tag or DEFAULT_TAG
 
-    def with_digest(self, digest: str) -> "RegistryReference":
+    def with_digest(self, digest: str) -> RegistryReference:
         return RegistryReference(self.registry, self.repository, self.tag, digest)
 
     def __str__(self) -> str:
@@ -62,7 +62,7 @@ class LayoutReference:
         """What the layout resolves: the digest wins over the name."""
         return self.digest or self.name or ""
 
-    def with_digest(self, digest: str) -> "LayoutReference":
+    def with_digest(self, digest: str) -> LayoutReference:
         return LayoutReference(self.path, self.name, digest, self.local_store)
 
     def __str__(self) -> str:

@@ -129,9 +129,13 @@ class RemoteRepository(oras.provider.Registry):  # type: ignore[misc]  # oras-py
                 sent.update(self.authenticator.answer(response, scope))
                 response = self.transport.request(method, url, sent, data)
                 if response.status_code == 401:
-                    raise AuthenticationError(f"{self.registry} refused the credentials for {self.repository}: {_describe(response, self._errors(response))}")
+                    raise AuthenticationError(
+                        f"{self.registry} refused the credentials for {self.repository}: {_describe(response, self._errors(response))}"
+                    )
             if response.status_code == 403:
-                raise AuthenticationError(f"{self.registry} denied access to {self.repository}: {_describe(response, self._errors(response))}")
+                raise AuthenticationError(
+                    f"{self.registry} denied access to {self.repository}: {_describe(response, self._errors(response))}"
+                )
             if response.status_code in (429, 500, 502, 503, 504) and attempt + 1 < attempts:
                 response.close()
                 time.sleep(min(0.2 * (attempt + 1), max(0.0, self.transport.cutoff.remaining())))
@@ -205,9 +209,7 @@ class RemoteRepository(oras.provider.Registry):  # type: ignore[misc]  # oras-py
 
     def push_blob(self, desc: Descriptor, chunks: Iterable[bytes]) -> None:
         chunks = digests.verified(chunks, desc.digest, desc.size, f"blob {desc.digest}")
-        start = self._check(
-            self.do_request(f"{self.base}/blobs/uploads/", "POST", headers={"Content-Length": "0"}), (202,), "start upload"
-        )
+        start = self._check(self.do_request(f"{self.base}/blobs/uploads/", "POST", headers={"Content-Length": "0"}), (202,), "start upload")
         start.close()
         location = start.headers.get("Location")
         if not location:

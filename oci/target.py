@@ -15,8 +15,8 @@ from typing import Protocol
 
 from wasm_oci.errors import MalformedContent
 from wasm_oci.oci import digest as digests
-from wasm_oci.oci.documents import MAX_DOCUMENT
 from wasm_oci.oci.descriptor import Descriptor
+from wasm_oci.oci.documents import MAX_DOCUMENT
 
 
 class ReadOnlyTarget(Protocol):

@@ -16,6 +16,7 @@ every redirect) takes whatever length it is sent. Here:
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import threading
@@ -68,10 +69,8 @@ class Cutoff:
             self.expired = True
             sockets = list(self._sockets)
         for sock in sockets:
-            try:
+            with contextlib.suppress(OSError):  # closed meanwhile
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:  # closed meanwhile
-                pass
 
     def close(self) -> None:
         with self._lock:
@@ -155,8 +154,9 @@ class Transport:
         self.cutoff = Cutoff(deadline, f"the operation on {host}")
         weakref.finalize(self, self.cutoff.close)
 
-    def request(self, method: str, url: str, headers: Mapping[str, str] | None = None, data: Any = None,
-                follow: bool = True) -> requests.Response:
+    def request(
+        self, method: str, url: str, headers: Mapping[str, str] | None = None, data: Any = None, follow: bool = True
+    ) -> requests.Response:
         """Send one request, following redirects of GET and HEAD; the response's body is unread."""
         sent = {"Accept-Encoding": "identity", **(headers or {})}
         for _ in range(MAX_REDIRECTS + 1):
@@ -181,9 +181,10 @@ class Transport:
         per_read = max(0.01, min(self.timeout, self.cutoff.remaining()))
         _current.cutoff = self.cutoff
         try:
-            return self.session.request(method, url, headers=headers, data=data, verify=self.verify, timeout=per_read,
-                                        stream=True, allow_redirects=False)
-        except Exception as exc:  # noqa: BLE001 - the boundary: everything below becomes one project error
+            return self.session.request(
+                method, url, headers=headers, data=data, verify=self.verify, timeout=per_read, stream=True, allow_redirects=False
+            )
+        except Exception as exc:
             raise self.error(exc) from None
         finally:
             _current.cutoff = None
@@ -197,7 +198,7 @@ class Transport:
                 yield chunk
         except WasmOciError:
             raise
-        except Exception as exc:  # noqa: BLE001 - the boundary
+        except Exception as exc:
             raise self.error(exc, during="download") from None
         self.cutoff.check()  # a cut socket reads as the end of the body
 
@@ -235,8 +236,18 @@ class Transport:
                 return RegistryUnreachable(f"cannot reach registry {self.host}: unknown host")
             if "refused" in text.lower():
                 return RegistryUnreachable(f"cannot reach registry {self.host}: connection refused")
-        if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema,
-                            requests.exceptions.InvalidHeader, urllib3.exceptions.LocationValueError, ValueError, UnicodeError)):
+        if isinstance(
+            exc,
+            (
+                requests.exceptions.InvalidURL,
+                requests.exceptions.InvalidSchema,
+                requests.exceptions.MissingSchema,
+                requests.exceptions.InvalidHeader,
+                urllib3.exceptions.LocationValueError,
+                ValueError,
+                UnicodeError,
+            ),
+        ):
             return RegistryError(f"{self.host}: unusable URL or header in the exchange ({name}: {str(exc)[:120]})")
         if isinstance(exc, (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)):
             return RegistryUnreachable(f"connection to {self.host} broke during the {during} ({name})")

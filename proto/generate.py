@@ -44,9 +44,7 @@ def _protoc(include: Path, out: Path, flags: list[str], files: list[Path]) -> No
 def generate(out_dir: Path) -> list[Path]:
     """Write the generated modules into `out_dir`; returns their paths."""
     sources = proto_files()
-    with_stubs = [
-        f for f in sources if f.name not in TTRPC_ONLY and re.search(r"^service\s", f.read_text(), re.M)
-    ]
+    with_stubs = [f for f in sources if f.name not in TTRPC_ONLY and re.search(r"^service\s", f.read_text(), re.M)]
     with tempfile.TemporaryDirectory(prefix="wasm-oci-protoc-") as tmp:
         include = Path(tmp, "include")
         (include / "wasm_oci").mkdir(parents=True)

@@ -59,7 +59,9 @@ class TrustGate:
             return None
         if not image or subject is None:
             if active.default.mode == "enforce":
-                raise SignatureError(f"the container has no image whose signature could be checked (required by {active.source}, rule default)")
+                raise SignatureError(
+                    f"the container has no image whose signature could be checked (required by {active.source}, rule default)"
+                )
             return None
         ref = references.parse(image)
         if active.rule_for(ref).mode == "off":

@@ -18,8 +18,9 @@ def _ask(binary: str) -> int:
     """Run `BINARY --version`: "containerd github.com/containerd/containerd 1.7.24 ..." -> 2."""
     read, write = os.pipe()
     try:
-        pid = os.posix_spawn(binary, [binary, "--version"], os.environ,
-                             file_actions=[(os.POSIX_SPAWN_DUP2, write, 1), (os.POSIX_SPAWN_CLOSE, read)])
+        pid = os.posix_spawn(
+            binary, [binary, "--version"], os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, write, 1), (os.POSIX_SPAWN_CLOSE, read)]
+        )
     finally:
         os.close(write)
     try:

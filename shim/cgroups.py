@@ -21,6 +21,7 @@ Writes go straight to cgroupfs; the daemon runs as root.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import threading
@@ -60,7 +61,7 @@ def expand(path: str) -> str:
     becomes /a.slice/a-b.slice/prefix-name.scope)."""
     if ":" not in path or path.startswith("/"):
         return "/" + path.strip("/")
-    slice_name, prefix, name = (path.split(":") + ["", ""])[:3]
+    slice_name, prefix, name = ([*path.split(":"), "", ""])[:3]
     parts = []
     if slice_name and slice_name != "-.slice":
         stem = slice_name.removesuffix(".slice")
@@ -133,10 +134,8 @@ def _remove(directory: Path, evacuate_to: Path | None = None) -> None:
                 return  # left for the node's cleanup; nothing in it runs any more
         if evacuate_to is not None:
             for tid in (directory / "tasks").read_text().split():
-                try:
+                with contextlib.suppress(OSError):
                     (evacuate_to / "tasks").write_text(tid)
-                except OSError:
-                    pass
         time.sleep(0.002)
 
 

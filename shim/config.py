@@ -37,7 +37,7 @@ PROTOCOLS = ("ttrpc", "grpc")
 
 
 class ShimConfig:
-    __slots__ = ("group", "protocol", "linger", "run_dir", "policy", "cache_dir", "plain_http", "text", "origin")
+    __slots__ = ("cache_dir", "group", "linger", "origin", "plain_http", "policy", "protocol", "run_dir", "text")
 
     def __init__(self, text: str = "", origin: str = "defaults") -> None:
         self.group = "auto"

@@ -20,7 +20,7 @@ BUNDLE_RECORD = "wasm-oci-control"
 
 
 class Exited:
-    __slots__ = ("pid", "status", "exited_at_ns")
+    __slots__ = ("exited_at_ns", "pid", "status")
 
     def __init__(self, pid: int, status: int, exited_at_ns: int) -> None:
         self.pid, self.status, self.exited_at_ns = pid, status, exited_at_ns

@@ -16,11 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
 
-from wasm_oci.errors import UsageError
 from wasm_oci.engine import Engine
+from wasm_oci.errors import UsageError
 from wasm_oci.proto import task_pb2, task_v2_pb2
 from wasm_oci.shim import config as configs
 from wasm_oci.shim import group
+from wasm_oci.shim.admission import TrustGate
 from wasm_oci.shim.flags import Flags
 from wasm_oci.shim.guest import Guests
 from wasm_oci.shim.image import Containerd
@@ -31,7 +32,6 @@ from wasm_oci.shim.threadname import BLOCKING_IO, name_this_thread
 from wasm_oci.shim.transport.events import EventPublisher
 from wasm_oci.shim.transport.rpc import Registry
 from wasm_oci.shim.transport.ttrpc import TtrpcServer
-from wasm_oci.shim.admission import TrustGate
 
 log = logging.getLogger(__name__)
 SHUTDOWN_GRACE = 5.0
@@ -61,7 +61,7 @@ class Daemon:
                 answer = "GONE" if task is None else f"EXITED {task.pid} {task.exit_status} {task.exited_at_ns}"
             writer.write(answer.encode() + b"\n")
             await writer.drain()
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             log.warning("control request failed: %s", exc)
         finally:
             writer.close()
@@ -84,8 +84,9 @@ class Daemon:
         containerd = Containerd(self.flags.address or os.environ.get("GRPC_ADDRESS", ""))
         guests = Guests(engine, containerd, TrustGate(self.config.policy, self.config.plain_http))
         publisher = EventPublisher(os.environ.get("TTRPC_ADDRESS", f"{self.flags.address}.ttrpc"))
-        self.service = TaskService(self.flags.namespace, engine, guests, self.lifetime, publisher, self.logs, loop,
-                                   pod_daemon=self.config.group in ("auto", "pod"))
+        self.service = TaskService(
+            self.flags.namespace, engine, guests, self.lifetime, publisher, self.logs, loop, pod_daemon=self.config.group in ("auto", "pod")
+        )
         registry = Registry()
         for module in (task_pb2, task_v2_pb2):
             registry.register_service(module.DESCRIPTOR.services_by_name["Task"], self.service)

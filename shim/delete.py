@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import time
 
-from wasm_oci.status import OOM_STATUS as KILLED  # what runc reports for a SIGKILL
-from wasm_oci.shim import control, wire
 from wasm_oci.errors import UsageError
+from wasm_oci.shim import control, wire
 from wasm_oci.shim.flags import Flags
+from wasm_oci.status import OOM_STATUS as KILLED  # what runc reports for a SIGKILL
 
 
 def _mounted(path: str) -> bool:

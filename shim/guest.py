@@ -21,12 +21,13 @@ from pathlib import Path
 
 from wasm_oci.engine import Engine, Program
 from wasm_oci.errors import UnsupportedArtifact
-from wasm_oci.oci import artifact, digest as digests
+from wasm_oci.oci import artifact
+from wasm_oci.oci import digest as digests
 from wasm_oci.oci.descriptor import Descriptor
 from wasm_oci.oci.target import MAX_WASM, fetch_bytes
-from wasm_oci.shim.runtime_spec import TaskSpec
-from wasm_oci.shim.image import Containerd
 from wasm_oci.shim.admission import TrustGate
+from wasm_oci.shim.image import Containerd
+from wasm_oci.shim.runtime_spec import TaskSpec
 
 MAX_SYMLINKS = 40
 IMAGES_REMEMBERED = 64

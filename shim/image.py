@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from wasm_oci.errors import NotFound, RpcError
 from wasm_oci.oci.descriptor import Descriptor
 
-
 if TYPE_CHECKING:
     import grpc
 
@@ -105,7 +104,8 @@ class Containerd:
         from wasm_oci.proto import content_pb2
 
         stream = self._stub("content").Read(
-            content_pb2.ReadContentRequest(digest=digest), metadata=self._metadata(namespace), timeout=CALL_TIMEOUT)
+            content_pb2.ReadContentRequest(digest=digest), metadata=self._metadata(namespace), timeout=CALL_TIMEOUT
+        )
         try:
             for chunk in stream:
                 yield chunk.data

@@ -17,7 +17,7 @@ import wasm_oci
 import wasm_oci.shim
 from wasm_oci.shim.main import NAME
 
-TEMPLATE = '''#!{python} -S
+TEMPLATE = """#!{python} -S
 # {name}: fast launcher written by `python -m wasm_oci.shim.launcher` (runs without site).
 import sys
 sys.path[:0] = {roots!r}
@@ -25,7 +25,7 @@ import wasm_oci
 wasm_oci.__path__.extend({extra!r})
 from wasm_oci.shim.main import main
 main()
-'''
+"""
 
 
 def launcher_text(python: str = sys.executable) -> str:

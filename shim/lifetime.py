@@ -21,7 +21,6 @@ from collections.abc import Callable
 
 from wasm_oci.errors import RpcError
 
-
 RESERVATION_TTL = 60.0
 SHUTDOWN_WAIT = 1.0
 Key = tuple[str, str]

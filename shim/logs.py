@@ -50,8 +50,11 @@ class BundleLogs(logging.Handler):
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.created % 1 * 1e6):06d}Z"
-        fields = [f"time={_quote(stamp)}", f"level={record.levelname.lower().replace('warning', 'warn')}",
-                  f"msg={_quote(record.getMessage())}"]
+        fields = [
+            f"time={_quote(stamp)}",
+            f"level={record.levelname.lower().replace('warning', 'warn')}",
+            f"msg={_quote(record.getMessage())}",
+        ]
         if task := getattr(record, TASK, None):
             namespace, _, task_id = task.partition("/")
             fields += [f"id={_quote(task_id)}", f"namespace={_quote(namespace)}"]

@@ -22,9 +22,20 @@ MNT_DETACH = 2
 
 # Options that are mount flags; every other option is passed to the filesystem as data.
 _FLAGS = {
-    "ro": MS_RDONLY, "rw": 0, "nosuid": MS_NOSUID, "suid": 0, "nodev": MS_NODEV, "dev": 0,
-    "noexec": MS_NOEXEC, "exec": 0, "noatime": MS_NOATIME, "nodiratime": MS_NODIRATIME,
-    "relatime": MS_RELATIME, "strictatime": MS_STRICTATIME, "bind": MS_BIND, "rbind": MS_BIND | MS_REC,
+    "ro": MS_RDONLY,
+    "rw": 0,
+    "nosuid": MS_NOSUID,
+    "suid": 0,
+    "nodev": MS_NODEV,
+    "dev": 0,
+    "noexec": MS_NOEXEC,
+    "exec": 0,
+    "noatime": MS_NOATIME,
+    "nodiratime": MS_NODIRATIME,
+    "relatime": MS_RELATIME,
+    "strictatime": MS_STRICTATIME,
+    "bind": MS_BIND,
+    "rbind": MS_BIND | MS_REC,
 }
 
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -20,7 +20,6 @@ from wasm_oci.errors import MalformedContent, RpcError
 from wasm_oci.oci import documents
 from wasm_oci.shim.cgroups import CpuLimits
 
-
 CONTAINER_TYPE = "io.kubernetes.cri.container-type"
 SANDBOX_ID = "io.kubernetes.cri.sandbox-id"
 MAX_SPEC = 16 << 20
@@ -35,7 +34,7 @@ class TaskSpec:
     """root.path: absolute, or relative to the bundle."""
     root_readonly: bool = False
     memory_limit: int | None = None
-    cpu: CpuLimits = CpuLimits()
+    cpu: CpuLimits = field(default_factory=CpuLimits)
     cgroups_path: str = ""
     binds: tuple[Preopen, ...] = ()
     annotations: dict[str, str] = field(default_factory=dict)

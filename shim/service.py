@@ -25,9 +25,8 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from wasm_oci import __version__
-from wasm_oci.errors import RpcError
 from wasm_oci.engine import Engine, Preopen, RunResult, RunSpec
-from wasm_oci.status import killed
+from wasm_oci.errors import RpcError
 from wasm_oci.proto import events_pb2
 from wasm_oci.proto import task_pb2 as api
 from wasm_oci.proto.task_types_pb2 import ProcessInfo, Status
@@ -41,6 +40,7 @@ from wasm_oci.shim.stdio import Stdio
 from wasm_oci.shim.task import Task
 from wasm_oci.shim.transport.events import EventPublisher
 from wasm_oci.shim.transport.rpc import Context
+from wasm_oci.status import killed
 
 log = logging.getLogger(__name__)
 FORGET_TIMEOUT = 5.0
@@ -63,8 +63,17 @@ def _stdio_path(uri: str, name: str) -> str:
 
 
 class TaskService:
-    def __init__(self, namespace: str, engine: Engine, guests: Guests, lifetime: Lifetime, publisher: EventPublisher,
-                 logs: BundleLogs, loop: asyncio.AbstractEventLoop, pod_daemon: bool = False) -> None:
+    def __init__(
+        self,
+        namespace: str,
+        engine: Engine,
+        guests: Guests,
+        lifetime: Lifetime,
+        publisher: EventPublisher,
+        logs: BundleLogs,
+        loop: asyncio.AbstractEventLoop,
+        pod_daemon: bool = False,
+    ) -> None:
         self.namespace = namespace
         """The daemon's own (every group lives in one namespace), for requests that name none:
         containerd 1.7 sends no namespace metadata to shims."""
@@ -96,9 +105,12 @@ class TaskService:
     def _exited(self, task: Task) -> None:
         if task.exit_reason == "oom":  # CRI then reports reason OOMKilled
             self._publish(task.namespace, events_pb2.TaskOOM(container_id=task.id))
-        self._publish(task.namespace, events_pb2.TaskExit(
-            container_id=task.id, id=task.id, pid=task.pid, exit_status=task.exit_status,
-            exited_at=_timestamp(task.exited_at_ns)))
+        self._publish(
+            task.namespace,
+            events_pb2.TaskExit(
+                container_id=task.id, id=task.id, pid=task.pid, exit_status=task.exit_status, exited_at=_timestamp(task.exited_at_ns)
+            ),
+        )
 
     # -- lifecycle -----------------------------------------------------------------------------
     def Create(self, request: api.CreateTaskRequest, context: Context) -> api.CreateTaskResponse:
@@ -128,9 +140,16 @@ class TaskService:
         finally:
             with self._guard:
                 self._creating.discard(key)
-        self._publish(namespace, events_pb2.TaskCreate(
-            container_id=request.id, bundle=request.bundle, rootfs=request.rootfs, pid=task.pid,
-            io=events_pb2.TaskIO(stdin=request.stdin, stdout=request.stdout, stderr=request.stderr)))
+        self._publish(
+            namespace,
+            events_pb2.TaskCreate(
+                container_id=request.id,
+                bundle=request.bundle,
+                rootfs=request.rootfs,
+                pid=task.pid,
+                io=events_pb2.TaskIO(stdin=request.stdin, stdout=request.stdout, stderr=request.stderr),
+            ),
+        )
         return api.CreateTaskResponse(pid=task.pid)
 
     def _create(self, request: api.CreateTaskRequest, namespace: str, task_log: logging.LoggerAdapter[logging.Logger]) -> Task:
@@ -152,19 +171,20 @@ class TaskService:
                 guest = self.guests.load(namespace, request.id, spec, root)
                 program = guest.program
                 task_log.info("created from %s", guest.describe())
-            stdio = Stdio(_stdio_path(request.stdin, "stdin"), _stdio_path(request.stdout, "stdout"),
-                          _stdio_path(request.stderr, "stderr"))
+            stdio = Stdio(_stdio_path(request.stdin, "stdin"), _stdio_path(request.stdout, "stdout"), _stdio_path(request.stderr, "stderr"))
             root_preopen = (Preopen(root, "/", spec.root_readonly),) if root.is_dir() else ()
             run_spec = RunSpec(
-                args=spec.args, env=spec.env,
+                args=spec.args,
+                env=spec.env,
                 stdin=Path(stdio.stdin) if stdio.stdin else None,
                 stdout=Path(stdio.stdout) if stdio.stdout else None,
                 stderr=Path(stdio.stderr) if stdio.stderr else None,
                 preopens=(*root_preopen, *spec.binds),
                 memory_limit=spec.memory_limit,
             )
-            task = Task(namespace, request.id, request.bundle, stdio, program, run_spec, mounted, self._exited, task_log, cgroup,
-                        spec.sandbox_id)
+            task = Task(
+                namespace, request.id, request.bundle, stdio, program, run_spec, mounted, self._exited, task_log, cgroup, spec.sandbox_id
+            )
             task.prepare(self.engine, self.loop)
             return task
         except BaseException:
@@ -195,8 +215,12 @@ class TaskService:
             raise RpcError("FAILED_PRECONDITION", f"task {task.id} is running: kill it before deleting it")
         task.finish(RunResult(killed(signals.SIGKILL), "killed", "deleted before it started"))  # no-op once stopped
         await self._remove(task)
-        self._publish(task.namespace, events_pb2.TaskDelete(
-            container_id=task.id, pid=task.pid, exit_status=task.exit_status, exited_at=_timestamp(task.exited_at_ns)))
+        self._publish(
+            task.namespace,
+            events_pb2.TaskDelete(
+                container_id=task.id, pid=task.pid, exit_status=task.exit_status, exited_at=_timestamp(task.exited_at_ns)
+            ),
+        )
         return api.DeleteResponse(pid=task.pid, exit_status=task.exit_status, exited_at=_timestamp(task.exited_at_ns))
 
     def _release(self, task: Task) -> None:
@@ -243,9 +267,16 @@ class TaskService:
     async def State(self, request: api.StateRequest, context: Context) -> api.StateResponse:
         task = self._get(context, request.id, request.exec_id)
         return api.StateResponse(
-            id=task.id, bundle=task.bundle, pid=task.pid, status=task.status, stdin=task.stdio.stdin,
-            stdout=task.stdio.stdout, stderr=task.stdio.stderr, exit_status=task.exit_status,
-            exited_at=_timestamp(task.exited_at_ns))
+            id=task.id,
+            bundle=task.bundle,
+            pid=task.pid,
+            status=task.status,
+            stdin=task.stdio.stdin,
+            stdout=task.stdio.stdout,
+            stderr=task.stdio.stderr,
+            exit_status=task.exit_status,
+            exited_at=_timestamp(task.exited_at_ns),
+        )
 
     async def Pids(self, request: api.PidsRequest, context: Context) -> api.PidsResponse:
         task = self._get(context, request.id)
@@ -256,8 +287,7 @@ class TaskService:
         if task.program is None:
             return api.StatsResponse(stats=self._pod_stats(task))
         used, peak = task.memory_bytes()
-        return api.StatsResponse(stats=stats.metrics(task.status == Status.RUNNING, task.cpu_ns(), used, peak,
-                                                     task.run_spec.memory_limit))
+        return api.StatsResponse(stats=stats.metrics(task.status == Status.RUNNING, task.cpu_ns(), used, peak, task.run_spec.memory_limit))
 
     def _pod_stats(self, sandbox: Task) -> Any:
         """A pod sandbox's figures are its pod's (CRI's PodSandboxStats): the kernel's count of
@@ -270,8 +300,9 @@ class TaskService:
         with self._guard:
             members = [task for task in self.tasks.values() if task.sandbox_id == sandbox.id and task is not sandbox]
         held = [task.memory_bytes() for task in members]
-        return stats.metrics(running, sum(task.cpu_ns() for task in members), sum(used for used, _ in held),
-                             sum(peak for _, peak in held), None)
+        return stats.metrics(
+            running, sum(task.cpu_ns() for task in members), sum(used for used, _ in held), sum(peak for _, peak in held), None
+        )
 
     async def CloseIO(self, request: api.CloseIORequest, context: Context) -> Empty:
         """Nothing to do: the client's close of its stdin end is the guest's end-of-file

@@ -100,7 +100,7 @@ def start(flags: Flags, options: bytes) -> str:
     os.makedirs(config.run_dir, mode=0o711, exist_ok=True)
     version = api_version.task_api(flags.publish_binary, config.run_dir)
     if version == api_version.LEGACY and config.protocol == "grpc":
-        raise ShimConfigError(f"{config.origin}: containerd 1.x talks to shims over ttrpc only; set protocol = \"ttrpc\"")
+        raise ShimConfigError(f'{config.origin}: containerd 1.x talks to shims over ttrpc only; set protocol = "ttrpc"')
     bundle = os.getcwd()
     spec = _read_spec(bundle) if config.group in ("auto", "pod") else b""
     directory = group.directory(config, flags.address, group.name(config, flags.namespace, flags.id, spec))

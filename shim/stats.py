@@ -27,7 +27,11 @@ _MEMORY_ANON, _MEMORY_USAGE, _MEMORY_USAGE_LIMIT, _MEMORY_MAX_USAGE = 1, 32, 33,
 def metrics(running: bool, cpu_ns: int, memory_used: int, memory_peak: int, memory_limit: int | None) -> Any:
     pids = wire.field_varint(_PIDS_CURRENT, int(running)) + wire.field_varint(_PIDS_LIMIT, 1)
     cpu = wire.field_varint(_CPU_USAGE_USEC, cpu_ns // 1000)
-    memory = (wire.field_varint(_MEMORY_ANON, memory_used) + wire.field_varint(_MEMORY_USAGE, memory_used) + wire.field_varint(_MEMORY_USAGE_LIMIT, memory_limit or 0)
-              + wire.field_varint(_MEMORY_MAX_USAGE, memory_peak))
+    memory = (
+        wire.field_varint(_MEMORY_ANON, memory_used)
+        + wire.field_varint(_MEMORY_USAGE, memory_used)
+        + wire.field_varint(_MEMORY_USAGE_LIMIT, memory_limit or 0)
+        + wire.field_varint(_MEMORY_MAX_USAGE, memory_peak)
+    )
     value = wire.field_bytes(_PIDS, pids) + wire.field_bytes(_CPU, cpu) + wire.field_bytes(_MEMORY, memory)
     return Any(type_url=TYPE_URL, value=value)

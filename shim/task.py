@@ -41,20 +41,19 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from wasm_oci.errors import RpcError
 from wasm_oci.engine import Engine, Execution, Program, RunResult, RunSpec, memory
 from wasm_oci.engine.result import Stop
+from wasm_oci.errors import RpcError
 from wasm_oci.proto.task_types_pb2 import Status
 from wasm_oci.shim.cgroups import ContainerCgroup
 from wasm_oci.shim.stdio import Attachment, Stdio
 from wasm_oci.shim.threadname import GUEST, name_this_thread
 
-
 # Signals whose default action leaves a process running: delivering them changes nothing.
 HARMLESS = frozenset({0, signals.SIGCHLD, signals.SIGCONT, signals.SIGURG, signals.SIGWINCH})
 STOPPING = frozenset({signals.SIGSTOP, signals.SIGTSTP, signals.SIGTTIN, signals.SIGTTOU})
 KILL_GRACE = 0.05
-TRANSITIONS: dict[int, frozenset[int]] = {
+TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.CREATED: frozenset({Status.RUNNING, Status.STOPPED}),
     Status.RUNNING: frozenset({Status.STOPPED}),
     Status.STOPPED: frozenset(),
@@ -85,7 +84,7 @@ class Task:
         """The CRI pod it belongs to ("" outside Kubernetes); a sandbox's own id for itself."""
         self.cgroup = cgroup
         """The container's CPU cgroups, which the guest's thread joins (None: none to join)."""
-        self.status = Status.CREATED
+        self.status: Status = Status.CREATED
         self.exit_status = 0
         self.exit_reason = ""
         """How the guest ended (engine/result.py reasons: "exit", "trap", "oom", ...)."""
@@ -158,12 +157,13 @@ class Task:
             self._started = time.perf_counter()
         self._woken.set()
 
-    def _move(self, to: int) -> None:
+    def _move(self, to: Status) -> None:
         """The one place the state changes (the caller holds the lock); FAILED_PRECONDITION for
         a transition the state machine does not have."""
         if to not in TRANSITIONS[self.status]:
-            raise RpcError("FAILED_PRECONDITION",
-                           f"task {self.id} is {Status.Name(self.status).lower()}: it cannot become {Status.Name(to).lower()}")
+            raise RpcError(
+                "FAILED_PRECONDITION", f"task {self.id} is {Status.Name(self.status).lower()}: it cannot become {Status.Name(to).lower()}"
+            )
         self.status = to
 
     def _guest(self, attachment: Attachment, loop: asyncio.AbstractEventLoop) -> None:

@@ -62,8 +62,7 @@ def _attach_bundle(target: Target, ref: Reference, subject: Descriptor, key: Pri
 def _attach_legacy(target: Target, ref: Reference, subject: Descriptor, key: PrivateKey) -> Attached:
     tag = simplesigning.tag(subject.digest)
     payload = simplesigning.payload(identity(ref), subject.digest)
-    annotations = {simplesigning.SIGNATURE: base64.b64encode(key.sign(payload)).decode(),
-                   simplesigning.KEY_HINT: key.public().hint}
+    annotations = {simplesigning.SIGNATURE: base64.b64encode(key.sign(payload)).decode(), simplesigning.KEY_HINT: key.public().hint}
     layer = Descriptor.for_bytes(simplesigning.LAYER, payload, annotations=annotations)
     layers = [d for d in _existing_layers(target, ref, tag) if (d.digest, d.annotations) != (layer.digest, layer.annotations)] + [layer]
     config_bytes, manifest_bytes = simplesigning.signature_manifest(layers)

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wasm_oci.errors import StoreError, TrustConfigError
-from wasm_oci.oci import reference as references
-from wasm_oci.oci.distribution import open_target
-from wasm_oci.oci.descriptor import Descriptor
 from wasm_oci.files import atomic_write
+from wasm_oci.oci import reference as references
+from wasm_oci.oci.descriptor import Descriptor
+from wasm_oci.oci.distribution import open_target
 from wasm_oci.oci.options import RegistryOptions
 from wasm_oci.oci.target import Target
 from wasm_oci.signing import attach, keys, policy, trust
@@ -28,8 +28,16 @@ from wasm_oci.signing.keys import PrivateKey, PublicKey
 from wasm_oci.signing.verify import Verification
 
 __all__ = [
-    "keygen", "load_private_key", "load_public_key", "sign", "verify", "signatures",
-    "load_policy", "check_policy", "LAYOUTS", "SignResult",
+    "LAYOUTS",
+    "SignResult",
+    "check_policy",
+    "keygen",
+    "load_policy",
+    "load_private_key",
+    "load_public_key",
+    "sign",
+    "signatures",
+    "verify",
 ]
 load_private_key = keys.load_private
 load_public_key = keys.load_public
@@ -90,5 +98,7 @@ def verify(ref_text: str, trusted: Sequence[PublicKey] = (), options: RegistryOp
     ref, target, subject = _open(ref_text, options)
     checked = _keys_for(ref, trusted)
     if not checked:
-        raise TrustConfigError(f"no key to verify {ref_text} with: pass --key, or name keys for it in a trust policy ({policy.locations()[0]})")
+        raise TrustConfigError(
+            f"no key to verify {ref_text} with: pass --key, or name keys for it in a trust policy ({policy.locations()[0]})"
+        )
     return trust.verify(ref, target, subject, checked).require()

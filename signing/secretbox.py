@@ -19,8 +19,7 @@ TAG_SIZE = 16
 _MASK = 0xFFFFFFFF
 _SIGMA = struct.unpack("<4I", b"expand 32-byte k")
 # Salsa20 quarter-rounds (a, b, c, d): a column round, then a row round.
-_QUARTERS = ((0, 4, 8, 12), (5, 9, 13, 1), (10, 14, 2, 6), (15, 3, 7, 11),
-             (0, 1, 2, 3), (5, 6, 7, 4), (10, 11, 8, 9), (15, 12, 13, 14))
+_QUARTERS = ((0, 4, 8, 12), (5, 9, 13, 1), (10, 14, 2, 6), (15, 3, 7, 11), (0, 1, 2, 3), (5, 6, 7, 4), (10, 11, 8, 9), (15, 12, 13, 14))
 
 
 class SecretboxError(ValueError):
@@ -59,7 +58,7 @@ def _keystream(key: bytes, nonce: bytes, length: int) -> bytes:
     out = bytearray()
     for counter in range((length + 63) // 64):
         state = _state(subkey, nonce[16:] + struct.pack("<Q", counter))
-        out += struct.pack("<16I", *((a + b) & _MASK for a, b in zip(_rounds(state), state)))
+        out += struct.pack("<16I", *((a + b) & _MASK for a, b in zip(_rounds(state), state, strict=False)))
     return bytes(out[:length])
 
 

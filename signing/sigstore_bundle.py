@@ -15,7 +15,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from wasm_oci.errors import MalformedContent
@@ -62,7 +62,7 @@ def build(key: PrivateKey, digest: str) -> bytes:
 
 def manifest(bundle_layer: Descriptor, subject: Descriptor, created: datetime | None = None) -> tuple[Descriptor, bytes]:
     """The referrer manifest, and its descriptor as a referrers index lists it (artifactType, annotations)."""
-    moment = (created or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    moment = (created or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     annotations = {CONTENT: "dsse-envelope", PREDICATE_ANNOTATION: PREDICATE, CREATED: moment}
     doc = {
         "schemaVersion": 2,

@@ -32,7 +32,10 @@ def tag(digest: str) -> str:
 
 
 def payload(identity: str, digest: str) -> bytes:
-    doc = {"critical": {"identity": {"docker-reference": identity}, "image": {"docker-manifest-digest": digest}, "type": TYPE}, "optional": None}
+    doc = {
+        "critical": {"identity": {"docker-reference": identity}, "image": {"docker-manifest-digest": digest}, "type": TYPE},
+        "optional": None,
+    }
     return json.dumps(doc, separators=(",", ":")).encode()
 
 

@@ -60,7 +60,9 @@ def judge(candidate: Candidate, digest: str, keys: Sequence[PublicKey]) -> Findi
     signer = next((k for k in keys if any(k.verifies(sig, c.signed_data) for sig in c.signatures)), None)
     if signer is None:
         if hinted:
-            return Finding(c, "tampered", hinted, f"tampered payload: {where} names key {hinted} but its signature does not match its payload")
+            return Finding(
+                c, "tampered", hinted, f"tampered payload: {where} names key {hinted} but its signature does not match its payload"
+            )
         if c.problem:
             return Finding(c, "malformed", None, f"malformed {where}: {c.problem}")
         if c.key_hint:
@@ -69,7 +71,9 @@ def judge(candidate: Candidate, digest: str, keys: Sequence[PublicKey]) -> Findi
     if c.problem:
         return Finding(c, "malformed", signer, f"malformed {where}: signed by {signer} but {c.problem}")
     if digest not in c.claims:
-        return Finding(c, "other-digest", signer, f"signature over another digest: {where} by {signer} covers {', '.join(c.claims)}, not {digest}")
+        return Finding(
+            c, "other-digest", signer, f"signature over another digest: {where} by {signer} covers {', '.join(c.claims)}, not {digest}"
+        )
     return Finding(c, "verified", signer, f"{where} verified with {signer}")
 
 
@@ -94,13 +98,15 @@ class Verification:
         if not self.keys:
             return f"{subject}: no trusted key to verify its signatures with"
         if not self.findings:
-            return (f"{subject} is not signed: no cosign signature found (no sigstore bundle referrer, "
-                    f"no tag {referrers.fallback_tag(self.digest)} index entry, no tag {simplesigning.tag(self.digest)})")
+            return (
+                f"{subject} is not signed: no cosign signature found (no sigstore bundle referrer, "
+                f"no tag {referrers.fallback_tag(self.digest)} index entry, no tag {simplesigning.tag(self.digest)})"
+            )
         ordered = sorted(self.findings, key=lambda f: _SEVERITY.index(f.status))
         trusted = ", ".join(str(k) for k in self.keys)
         return f"{subject}: no valid signature by {trusted}: " + "; ".join(f.detail for f in ordered[:3])
 
-    def require(self) -> "Verification":
+    def require(self) -> Verification:
         reason = self.failure()
         if reason:
             raise SignatureError(reason)

@@ -24,5 +24,5 @@ fi
 step "ruff check" $bin/ruff check .
 step "ruff format --check" $bin/ruff format --check .
 step "mypy --strict" bash -c "cd $tree && $root/$bin/mypy --config-file $root/pyproject.toml --python-executable $root/$bin/python -p wasm_oci"
-step "import-linter" env PYTHONPATH="$root/$tree" $bin/lint-imports pyproject.toml
+step "import-linter" bash -c "cd $tree && PYTHONPATH=$root/$tree $root/$bin/lint-imports $root/pyproject.toml"
 exit $status

@@ -25,6 +25,8 @@ from services.registry import (  # noqa: E402
     RegistryServer,
     plain_registry,
     tls_basic_registry,
+)
+from services.registry import (  # noqa: E402
     token_registry as make_token_registry,
 )
 from services.tools import MissingToolError, ToolRunner  # noqa: E402

@@ -64,9 +64,7 @@ def test_tls_needs_the_ca(wasm_oci: ToolRunner, secure_registry: RegistryServer)
     assert "--ca-file" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_credentials_from_docker_config_auths(
-    wasm_oci: ToolRunner, secure_registry: RegistryServer, oras_cli: ToolRunner
-) -> None:
+def test_credentials_from_docker_config_auths(wasm_oci: ToolRunner, secure_registry: RegistryServer, oras_cli: ToolRunner) -> None:
     """What `oras login` (or docker login) writes is what we read."""
     reg = secure_registry
     config_dir = Path(wasm_oci.env["DOCKER_CONFIG"])

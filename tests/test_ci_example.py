@@ -10,7 +10,6 @@ from pathlib import Path
 from services.registry import RegistryServer
 from services.tools import ToolRunner
 from services.wasmgen import HELLO
-
 from wasm_oci.cli.main import cli
 
 WORKFLOW = Path(__file__).resolve().parents[1] / "examples" / "ci" / "wasm-oci.yml"

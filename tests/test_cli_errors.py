@@ -6,6 +6,7 @@ import socket
 from pathlib import Path
 
 import pytest
+
 from services.tools import ToolRunner
 from services.wasmgen import HELLO
 
@@ -31,11 +32,19 @@ def test_each_failure_has_its_own_exit_code(wasm_oci: ToolRunner, tmp_path: Path
     port = _closed_port()
     cases = {
         "not wasm": (("package", script), 4, f"{script}: not a WebAssembly binary (missing \\0asm magic)"),
-        "truncated": (("push", truncated, "oci:" + str(tmp_path / "l")), 4, f"{truncated}: invalid WebAssembly component: unexpected end-of-file"),
+        "truncated": (
+            ("push", truncated, "oci:" + str(tmp_path / "l")),
+            4,
+            f"{truncated}: invalid WebAssembly component: unexpected end-of-file",
+        ),
         "missing file": (("package", tmp_path / "nope.wasm"), 5, f"{tmp_path / 'nope.wasm'}: no such file"),
         "malformed ref": (("push", HELLO, "localhost:5000/Has Space"), 3, "invalid reference 'localhost:5000/Has Space'"),
         "bad repository": (("inspect", "localhost:5000/UPPER:1"), 3, "must be lowercase"),
-        "unreachable": (("push", HELLO, f"127.0.0.1:{port}/x:1", "--plain-http"), 8, f"cannot reach registry 127.0.0.1:{port}: connection refused"),
+        "unreachable": (
+            ("push", HELLO, f"127.0.0.1:{port}/x:1", "--plain-http"),
+            8,
+            f"cannot reach registry 127.0.0.1:{port}: connection refused",
+        ),
         "unknown host": (("inspect", "no-such-host.invalid/x:1"), 8, "cannot reach registry no-such-host.invalid: unknown host"),
         "not in store": (("inspect", "never-pushed:1"), 5, "never-pushed:1 not found in"),
         "missing --dir": (("run", "--dir", f"{tmp_path}/nope:/data", HELLO), 5, f"--dir {tmp_path}/nope: no such directory"),

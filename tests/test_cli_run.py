@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import wasmtime
-
 from test_engine import cli_component
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,8 +46,11 @@ def test_run_passes_args_env_and_dirs(home: Path, tmp_path: Path) -> None:
 
 def test_exit_status_is_the_guests(home: Path, tmp_path: Path) -> None:
     assert wasm_oci(home, "run", "-e", "EXIT_CODE=9", HELLO).returncode == 1  # WASI 0.2.0: err = 1
-    exit42 = write_wat(tmp_path / "exit42.wasm", """(module (import "wasi_snapshot_preview1" "proc_exit" (func $e (param i32)))
-      (memory (export "memory") 1) (func (export "_start") (call $e (i32.const 42))))""")
+    exit42 = write_wat(
+        tmp_path / "exit42.wasm",
+        """(module (import "wasi_snapshot_preview1" "proc_exit" (func $e (param i32)))
+      (memory (export "memory") 1) (func (export "_start") (call $e (i32.const 42))))""",
+    )
     assert wasm_oci(home, "run", exit42).returncode == 42
 
 
@@ -57,22 +59,28 @@ def test_trap_timeout_and_memory_cap_have_their_statuses(home: Path, tmp_path: P
     assert (trap.returncode, trap.stderr) == (134, "wasm-oci: trap: wasm trap: wasm `unreachable` instruction executed\n")
     timeout = wasm_oci(home, "run", "--timeout", "0.2", SPIN)
     assert timeout.returncode == 124 and timeout.stderr.startswith("wasm-oci: timeout: timed out after 0.2")
-    grow = write_wat(tmp_path / "grow.wasm", """(module (memory (export "memory") 1)
-      (func (export "_start") (if (i32.eq (memory.grow (i32.const 256)) (i32.const -1)) (then unreachable))))""")
+    grow = write_wat(
+        tmp_path / "grow.wasm",
+        """(module (memory (export "memory") 1)
+      (func (export "_start") (if (i32.eq (memory.grow (i32.const 256)) (i32.const -1)) (then unreachable))))""",
+    )
     oom = wasm_oci(home, "run", "--memory", "8M", grow)
     assert (oom.returncode, oom.stderr) == (137, f"wasm-oci: oom: out of memory: its memory limit is {8 << 20} bytes\n")
     assert wasm_oci(home, "run", "--memory", "32M", grow).returncode == 0
 
 
 def test_ctrl_c_stops_a_spinning_guest(home: Path, tmp_path: Path) -> None:
-    ready_then_spin = write_wat(tmp_path / "spin.wasm", """(module
+    ready_then_spin = write_wat(
+        tmp_path / "spin.wasm",
+        """(module
       (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
       (memory (export "memory") 1)
       (data (i32.const 16) "ready\\n")
       (func (export "_start")
         (i32.store (i32.const 0) (i32.const 16)) (i32.store (i32.const 4) (i32.const 6))
         (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
-        (loop $forever (br $forever))))""")
+        (loop $forever (br $forever))))""",
+    )
     env = {**os.environ, "WASM_OCI_HOME": str(home)}
     proc = subprocess.Popen([WASM_OCI, "run", ready_then_spin], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None and proc.stdout.readline() == "ready\n"  # the guest is spinning now
@@ -98,10 +106,16 @@ def test_user_errors_are_one_line_with_their_exit_code(home: Path, args: list[st
 
 def test_unsatisfied_import_is_named(home: Path, tmp_path: Path) -> None:
     needs = tmp_path / "needs.wasm"
-    needs.write_bytes(cli_component('(func (export "run") (result i32) (i32.const 0))', '(import "acme:missing/thing@1.0.0" (instance (export "f" (func))))'))
+    needs.write_bytes(
+        cli_component(
+            '(func (export "run") (result i32) (i32.const 0))', '(import "acme:missing/thing@1.0.0" (instance (export "f" (func))))'
+        )
+    )
     done = wasm_oci(home, "run", str(needs))
     assert (done.returncode, done.stderr) == (
-        20, "wasm-oci: error: needs.wasm imports `acme:missing/thing@1.0.0`, which this host does not provide (it provides WASI 0.2 and preview 1)\n")
+        20,
+        "wasm-oci: error: needs.wasm imports `acme:missing/thing@1.0.0`, which this host does not provide (it provides WASI 0.2 and preview 1)\n",
+    )
 
 
 def test_run_a_local_store_reference_and_refuse_a_tampered_layer(home: Path) -> None:
@@ -127,8 +141,9 @@ def test_run_pulls_a_registry_reference(home: Path, registry: object) -> None:
 
 def test_serve_answers_requests_and_stops_on_ctrl_c(home: Path) -> None:
     env = {**os.environ, "WASM_OCI_HOME": str(home)}
-    proc = subprocess.Popen([WASM_OCI, "serve", str(EXAMPLES / "http" / "http.wasm"), "--listen", "127.0.0.1:0"],
-                            stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [WASM_OCI, "serve", str(EXAMPLES / "http" / "http.wasm"), "--listen", "127.0.0.1:0"], stderr=subprocess.PIPE, text=True, env=env
+    )
     try:
         assert proc.stderr is not None
         banner = proc.stderr.readline()

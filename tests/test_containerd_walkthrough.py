@@ -41,9 +41,14 @@ def private_containerd(tmp_path: Path) -> Iterator[tuple[ContainerdServer, Path]
     """A containerd whose shims read the configuration the walkthrough installs into `etc`."""
     workdir = Path(tempfile.mkdtemp(prefix="wasm-oci-walk-"))
     etc = tmp_path / "etc"
-    server = ContainerdServer(workdir=workdir, namespace="walkthrough", extra_env={
-        "WASM_OCI_SHIM_CONFIG": str(etc / "shim.toml"),  # stands in for /etc/wasm-oci/shim.toml
-        "WASM_OCI_HOME": str(workdir / "home")})
+    server = ContainerdServer(
+        workdir=workdir,
+        namespace="walkthrough",
+        extra_env={
+            "WASM_OCI_SHIM_CONFIG": str(etc / "shim.toml"),  # stands in for /etc/wasm-oci/shim.toml
+            "WASM_OCI_HOME": str(workdir / "home"),
+        },
+    )
     try:
         server.start()
         yield server, etc
@@ -52,22 +57,40 @@ def private_containerd(tmp_path: Path) -> Iterator[tuple[ContainerdServer, Path]
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def test_the_walkthrough_installs_and_runs_as_written(private_containerd: tuple[ContainerdServer, Path],
-                                                       registry: RegistryServer, tmp_path: Path) -> None:
+def test_the_walkthrough_installs_and_runs_as_written(
+    private_containerd: tuple[ContainerdServer, Path], registry: RegistryServer, tmp_path: Path
+) -> None:
     server, etc = private_containerd
     assert server.proc is not None and os.path.basename(os.readlink(f"/proc/{server.proc.pid}/exe")) == "containerd"
     # A copy of the checkout as a user has it: pip builds in the source tree (build/), which
     # must neither litter this one nor carry files over from an earlier build.
     source = tmp_path / "wasm-oci"
-    shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv", ".cache", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache"))
-    env = {**os.environ, "PATH": f"{tools_bin_dir()}:{os.environ['PATH']}", "WASM_OCI_SRC": str(source),
-           "WASM_OCI_PREFIX": str(tmp_path / "opt"), "SHIM_BIN_DIR": str(server.shim_bin_dir), "WASM_OCI_ETC": str(etc),
-           "CONTAINERD_ADDRESS": str(server.address), "CONTAINERD_NAMESPACE": server.namespace,
-           "CONTAINERD_PID": str(server.proc.pid), "REGISTRY": registry.host, "WASM_OCI_HOME": str(tmp_path / "cli"),
-           "DOCKER_CONFIG": str(tmp_path / "docker")}
-    result = subprocess.run(["nsenter", "--mount", f"--target={server.proc.pid}", "--", "bash", str(EXAMPLES / "walkthrough.sh")],
-                            env=env, capture_output=True, text=True, timeout=900)
+    shutil.copytree(
+        REPO_ROOT,
+        source,
+        ignore=shutil.ignore_patterns(".git", ".venv", ".cache", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache"),
+    )
+    env = {
+        **os.environ,
+        "PATH": f"{tools_bin_dir()}:{os.environ['PATH']}",
+        "WASM_OCI_SRC": str(source),
+        "WASM_OCI_PREFIX": str(tmp_path / "opt"),
+        "SHIM_BIN_DIR": str(server.shim_bin_dir),
+        "WASM_OCI_ETC": str(etc),
+        "CONTAINERD_ADDRESS": str(server.address),
+        "CONTAINERD_NAMESPACE": server.namespace,
+        "CONTAINERD_PID": str(server.proc.pid),
+        "REGISTRY": registry.host,
+        "WASM_OCI_HOME": str(tmp_path / "cli"),
+        "DOCKER_CONFIG": str(tmp_path / "docker"),
+    }
+    result = subprocess.run(
+        ["nsenter", "--mount", f"--target={server.proc.pid}", "--", "bash", str(EXAMPLES / "walkthrough.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     assert "Hello from wasm-oci!\narg: /hello.wasm\narg: from-ctr\nGREETING=hi\n" in result.stdout
     assert "Runtime: io.containerd.wasm-oci.v1" in result.stdout
@@ -98,21 +121,31 @@ def test_the_runtime_class_names_the_configured_runtime_and_its_pod_runs(node: C
     manifests = (EXAMPLES / "runtimeclass.yaml").read_text()
     assert re.search(r"^handler: wasm-oci$", manifests, re.M)
     assert re.search(r"^\s+runtimeClassName: wasm-oci$", manifests, re.M)
-    args = re.search(r'args: \[(.*)\]', manifests)
+    args = re.search(r"args: \[(.*)\]", manifests)
     env = re.search(r"- name: (\w+)\n\s+value: (\w+)", manifests)
     memory = re.search(r"memory: (\d+)Mi", manifests)
     assert args and env and memory
     # The pod of runtimeclass.yaml, as a kubelet would ask CRI for it.
-    image = ShimHarness(node.containerd, node.registry, node.home).push("hello", REPO_ROOT / "examples" / "hello" / "hello.wasm", pull=False)
+    image = ShimHarness(node.containerd, node.registry, node.home).push(
+        "hello", REPO_ROOT / "examples" / "hello" / "hello.wasm", pull=False
+    )
     node.pull(image)
     config = node.pod_config("hello-wasm")
     pod_id = node.run_pod(config, "wasm-oci")
-    container = node.create(pod_id, config, "hello", image, args=[a.strip(' "') for a in args.group(1).split(",")],
-                            env={env.group(1): env.group(2)}, memory=int(memory.group(1)) << 20)
+    container = node.create(
+        pod_id,
+        config,
+        "hello",
+        image,
+        args=[a.strip(' "') for a in args.group(1).split(",")],
+        env={env.group(1): env.group(2)},
+        memory=int(memory.group(1)) << 20,
+    )
     node.start(container)
     status = node.wait_state(container, cri.ContainerState.CONTAINER_EXITED)
     node.stop_pod(pod_id)
     node.remove_pod(pod_id)
     assert (status.exit_code, status.reason) == (0, "Completed")
     assert "arg: from\narg: kubernetes\nGREETING=hi" in "\n".join(
-        line.split(" ", 3)[3] for line in Path(status.log_path).read_text().splitlines())
+        line.split(" ", 3)[3] for line in Path(status.log_path).read_text().splitlines()
+    )

@@ -40,11 +40,11 @@ OUT_AND_ERR = module(
     '(memory (export "memory") 1)'
     ' (data (i32.const 100) "to stdout\\n") (data (i32.const 120) "to stderr\\n")'
     ' (func (export "_start")'
-    '  (i32.store (i32.const 0) (i32.const 100)) (i32.store (i32.const 4) (i32.const 10))'
-    '  (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))'
-    '  (i32.store (i32.const 0) (i32.const 120))'
-    '  (drop (call $write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))'
-    '  (call $exit (i32.const 0)))'
+    "  (i32.store (i32.const 0) (i32.const 100)) (i32.store (i32.const 4) (i32.const 10))"
+    "  (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))"
+    "  (i32.store (i32.const 0) (i32.const 120))"
+    "  (drop (call $write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))"
+    "  (call $exit (i32.const 0)))"
 )
 # Creates new.txt in its second preopen (fd 4: the first bind mount after the rootfs at fd 3),
 # writes "written" to it and exits 0; exits with the WASI errno when the open is refused.
@@ -53,12 +53,12 @@ WRITER = module(
     ' (memory (export "memory") 1)'
     ' (data (i32.const 100) "new.txt") (data (i32.const 120) "written")'
     ' (func (export "_start") (local $errno i32)'
-    '  (local.set $errno (call $open (i32.const 4) (i32.const 0) (i32.const 100) (i32.const 7)'
-    '    (i32.const 9) (i64.const 64) (i64.const 0) (i32.const 0) (i32.const 200)))'
-    '  (if (local.get $errno) (then (call $exit (local.get $errno))))'
-    '  (i32.store (i32.const 0) (i32.const 120)) (i32.store (i32.const 4) (i32.const 7))'
-    '  (drop (call $write (i32.load (i32.const 200)) (i32.const 0) (i32.const 1) (i32.const 8)))'
-    '  (call $exit (i32.const 0)))'
+    "  (local.set $errno (call $open (i32.const 4) (i32.const 0) (i32.const 100) (i32.const 7)"
+    "    (i32.const 9) (i64.const 64) (i64.const 0) (i32.const 0) (i32.const 200)))"
+    "  (if (local.get $errno) (then (call $exit (local.get $errno))))"
+    "  (i32.store (i32.const 0) (i32.const 120)) (i32.store (i32.const 4) (i32.const 7))"
+    "  (drop (call $write (i32.load (i32.const 200)) (i32.const 0) (i32.const 1) (i32.const 8)))"
+    "  (call $exit (i32.const 0)))"
 )
 # Imports a function no host provides: Create (StartContainer, for CRI) fails and names it.
 UNLINKABLE = module('(import "env" "missing" (func)) (memory (export "memory") 1) (func (export "_start"))')
@@ -80,9 +80,15 @@ class Images:
     def __getitem__(self, name: str) -> str:
         if name not in self._refs:
             wasm = {
-                "hello": EXAMPLES / "hello" / "hello.wasm", "spin": EXAMPLES / "spin" / "spin.wasm",
-                "exit42": EXIT_42, "trap": TRAP, "hog": MEMORY_HOG, "out-err": OUT_AND_ERR,
-                "writer": WRITER, "unlinkable": UNLINKABLE, "sleeper": sleeper(3600, 0),
+                "hello": EXAMPLES / "hello" / "hello.wasm",
+                "spin": EXAMPLES / "spin" / "spin.wasm",
+                "exit42": EXIT_42,
+                "trap": TRAP,
+                "hog": MEMORY_HOG,
+                "out-err": OUT_AND_ERR,
+                "writer": WRITER,
+                "unlinkable": UNLINKABLE,
+                "sleeper": sleeper(3600, 0),
             }[name]
             ref = self.shim.push(name, wasm, pull=False)
             self.node.pull(ref)
@@ -107,7 +113,9 @@ def pod(node: CriNode, request: pytest.FixtureRequest) -> Iterator[tuple[str, cr
     node.remove_pod(pod_id)
 
 
-def run_to_exit(node: CriNode, pod: tuple[str, cri.PodSandboxConfig], name: str, image: str, **kwargs: object) -> tuple[cri.ContainerStatus, float]:
+def run_to_exit(
+    node: CriNode, pod: tuple[str, cri.PodSandboxConfig], name: str, image: str, **kwargs: object
+) -> tuple[cri.ContainerStatus, float]:
     """Create and start a container, wait until EXITED; its status and the seconds it took."""
     pod_id, config = pod
     container_id = node.create(pod_id, config, name, image, **kwargs)  # type: ignore[arg-type]
@@ -135,6 +143,7 @@ def log_lines(status: cri.ContainerStatus) -> list[tuple[str, str, str]]:
 
 # -- pods --------------------------------------------------------------------------------------
 
+
 def test_version_and_status_name_containerd(node: CriNode) -> None:
     version = node.call(node.runtime.Version, cri.VersionRequest())
     assert (version.runtime_name, version.runtime_api_version) == ("containerd", "v1")
@@ -150,7 +159,7 @@ def test_pod_sandbox_runs_stops_and_is_removed_without_a_guest(node: CriNode) ->
     assert (status.metadata.name, status.runtime_handler) == ("sandbox-only", "wasm-oci")
     daemon = verbose_pid(node, pod_id)
     assert daemon in node.daemons()
-    assert f"created a pod sandbox (no guest)" in node.containerd.log_path.read_text()
+    assert "created a pod sandbox (no guest)" in node.containerd.log_path.read_text()
     assert [t for t in os.listdir(f"/proc/{daemon}/task") if "task " in Path(f"/proc/{daemon}/task/{t}/comm").read_text()] == []
     node.stop_pod(pod_id)
     assert node.pod_status(pod_id).state == cri.PodSandboxState.SANDBOX_NOTREADY
@@ -164,16 +173,29 @@ def test_pod_sandbox_runs_stops_and_is_removed_without_a_guest(node: CriNode) ->
 
 # -- how containers end ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("pod", HANDLERS, indirect=True)
-@pytest.mark.parametrize(("image", "env", "memory", "code", "reason"), [
-    ("hello", {}, 0, 0, "Completed"),
-    ("hello", {"EXIT_CODE": "3"}, 0, 1, "Error"),
-    ("exit42", {}, 0, 42, "Error"),
-    ("trap", {}, 0, 134, "Error"),
-    ("hog", {}, 16 << 20, 137, "OOMKilled"),
-], ids=["exit-0", "exit-1", "exit-42", "trap", "memory-limit"])
-def test_every_ending_reaches_exited_promptly(node: CriNode, images: Images, pod: tuple[str, cri.PodSandboxConfig],
-                                              image: str, env: dict[str, str], memory: int, code: int, reason: str) -> None:
+@pytest.mark.parametrize(
+    ("image", "env", "memory", "code", "reason"),
+    [
+        ("hello", {}, 0, 0, "Completed"),
+        ("hello", {"EXIT_CODE": "3"}, 0, 1, "Error"),
+        ("exit42", {}, 0, 42, "Error"),
+        ("trap", {}, 0, 134, "Error"),
+        ("hog", {}, 16 << 20, 137, "OOMKilled"),
+    ],
+    ids=["exit-0", "exit-1", "exit-42", "trap", "memory-limit"],
+)
+def test_every_ending_reaches_exited_promptly(
+    node: CriNode,
+    images: Images,
+    pod: tuple[str, cri.PodSandboxConfig],
+    image: str,
+    env: dict[str, str],
+    memory: int,
+    code: int,
+    reason: str,
+) -> None:
     status, took = run_to_exit(node, pod, image, images[image], env=env, memory=memory)
     assert (status.exit_code, status.reason) == (code, reason)
     assert took < PROMPT
@@ -182,8 +204,9 @@ def test_every_ending_reaches_exited_promptly(node: CriNode, images: Images, pod
     assert status.finished_at > status.created_at > 0 and status.started_at > 0
 
 
-def test_a_failed_create_is_a_start_error_that_names_the_import(node: CriNode, images: Images,
-                                                                 pod: tuple[str, cri.PodSandboxConfig]) -> None:
+def test_a_failed_create_is_a_start_error_that_names_the_import(
+    node: CriNode, images: Images, pod: tuple[str, cri.PodSandboxConfig]
+) -> None:
     pod_id, config = pod
     container_id = node.create(pod_id, config, "unlinkable", images["unlinkable"])
     with pytest.raises(grpc.RpcError) as failed:
@@ -194,8 +217,9 @@ def test_a_failed_create_is_a_start_error_that_names_the_import(node: CriNode, i
     node.remove_container(container_id)
 
 
-def test_stop_container_sends_sigterm_which_ends_a_guest_at_once(node: CriNode, images: Images,
-                                                                  pod: tuple[str, cri.PodSandboxConfig]) -> None:
+def test_stop_container_sends_sigterm_which_ends_a_guest_at_once(
+    node: CriNode, images: Images, pod: tuple[str, cri.PodSandboxConfig]
+) -> None:
     pod_id, config = pod
     spin = node.create(pod_id, config, "spin", images["spin"])
     node.start(spin)
@@ -207,8 +231,7 @@ def test_stop_container_sends_sigterm_which_ends_a_guest_at_once(node: CriNode, 
     assert (status.exit_code, status.reason) == (143, "Error")
 
 
-def test_stop_container_of_a_guest_blocked_in_a_host_call(node: CriNode, images: Images,
-                                                         pod: tuple[str, cri.PodSandboxConfig]) -> None:
+def test_stop_container_of_a_guest_blocked_in_a_host_call(node: CriNode, images: Images, pod: tuple[str, cri.PodSandboxConfig]) -> None:
     """The guest sleeps in poll_oneoff for an hour: the kill cuts the sleep short and CRI sees
     it exited at once."""
     pod_id, config = pod
@@ -231,11 +254,13 @@ def test_stop_container_without_grace_is_sigkill(node: CriNode, images: Images, 
 
 
 def test_a_stop_signal_the_guest_ignores_is_followed_by_sigkill_after_the_grace(
-        node: CriNode, images: Images, pod: tuple[str, cri.PodSandboxConfig]) -> None:
+    node: CriNode, images: Images, pod: tuple[str, cri.PodSandboxConfig]
+) -> None:
     """An image whose StopSignal leaves a process running (SIGWINCH): CRI waits the grace
     period, then kills."""
-    ref = images.shim.push_rootfs_image("spin-winch", EXAMPLES / "spin" / "spin.wasm", "/spin.wasm",
-                                        config={"StopSignal": "SIGWINCH"}, pull=False)
+    ref = images.shim.push_rootfs_image(
+        "spin-winch", EXAMPLES / "spin" / "spin.wasm", "/spin.wasm", config={"StopSignal": "SIGWINCH"}, pull=False
+    )
     node.pull(ref)
     pod_id, config = pod
     spin = node.create(pod_id, config, "spin-winch", ref)
@@ -271,32 +296,39 @@ def test_removing_a_running_container_and_stopping_a_pod_with_running_containers
 
 # -- what the guest is given, and what it leaves -----------------------------------------------
 
+
 def test_args_env_and_log_in_cri_format(node: CriNode, images: Images, pod: tuple[str, cri.PodSandboxConfig]) -> None:
     status, _ = run_to_exit(node, pod, "hello", images["hello"], args=["from", "kubernetes"], env={"GREETING": "hi"})
     assert status.exit_code == 0
     assert status.log_path == str(Path(pod[1].log_directory) / "hello" / "0.log")
     assert log_lines(status) == [
-        ("stdout", "F", "Hello from wasm-oci!"), ("stdout", "F", "arg: /hello.wasm"), ("stdout", "F", "arg: from"),
-        ("stdout", "F", "arg: kubernetes"), ("stdout", "F", "GREETING=hi"),
+        ("stdout", "F", "Hello from wasm-oci!"),
+        ("stdout", "F", "arg: /hello.wasm"),
+        ("stdout", "F", "arg: from"),
+        ("stdout", "F", "arg: kubernetes"),
+        ("stdout", "F", "GREETING=hi"),
     ]
     both, _ = run_to_exit(node, pod, "out-err", images["out-err"])
     assert sorted(log_lines(both)) == [("stderr", "F", "to stderr"), ("stdout", "F", "to stdout")]
 
 
-def test_host_path_mounts_read_write_and_read_only(node: CriNode, images: Images, pod: tuple[str, cri.PodSandboxConfig],
-                                                   tmp_path: Path) -> None:
+def test_host_path_mounts_read_write_and_read_only(
+    node: CriNode, images: Images, pod: tuple[str, cri.PodSandboxConfig], tmp_path: Path
+) -> None:
     data = tmp_path / "data"
     data.mkdir()
     (data / "greeting.txt").write_text("from a hostPath\n")
-    status, _ = run_to_exit(node, pod, "hello", images["hello"],
-                            mounts=[cri.Mount(container_path="/data", host_path=str(data), readonly=True)])
+    status, _ = run_to_exit(
+        node, pod, "hello", images["hello"], mounts=[cri.Mount(container_path="/data", host_path=str(data), readonly=True)]
+    )
     assert log_lines(status)[-1] == ("stdout", "F", "from a hostPath")
     writable, _ = run_to_exit(node, pod, "writer", images["writer"], mounts=[cri.Mount(container_path="/data", host_path=str(data))])
     assert writable.exit_code == 0
     assert (data / "new.txt").read_text() == "written"
     (data / "new.txt").unlink()
-    refused, _ = run_to_exit(node, pod, "writer-ro", images["writer"],
-                             mounts=[cri.Mount(container_path="/data", host_path=str(data), readonly=True)])
+    refused, _ = run_to_exit(
+        node, pod, "writer-ro", images["writer"], mounts=[cri.Mount(container_path="/data", host_path=str(data), readonly=True)]
+    )
     assert refused.exit_code != 0
     assert not (data / "new.txt").exists()
 
@@ -309,14 +341,20 @@ def test_status_list_and_stats_of_a_running_container(node: CriNode, images: Ima
     assert status.image_ref.startswith(images["spin"].rsplit(":", 1)[0] + "@sha256:")
     assert status.resources.linux.memory_limit_in_bytes == 64 << 20
     assert [(c.id, c.state) for c in node.containers(pod_id)] == [(spin, RUNNING)]
-    running = node.call(node.runtime.ListContainers, cri.ListContainersRequest(
-        filter=cri.ContainerFilter(state=cri.ContainerStateValue(state=RUNNING), label_selector={"container": "spin"})))
+    running = node.call(
+        node.runtime.ListContainers,
+        cri.ListContainersRequest(
+            filter=cri.ContainerFilter(state=cri.ContainerStateValue(state=RUNNING), label_selector={"container": "spin"})
+        ),
+    )
     assert spin in [c.id for c in running.containers]
     time.sleep(0.5)
     stats = node.call(node.runtime.ContainerStats, cri.ContainerStatsRequest(container_id=spin)).stats
     assert stats.attributes.id == spin
     assert stats.cpu.usage_core_nano_seconds.value > 0.1e9
-    listed = node.call(node.runtime.ListContainerStats, cri.ListContainerStatsRequest(filter=cri.ContainerStatsFilter(pod_sandbox_id=pod_id)))
+    listed = node.call(
+        node.runtime.ListContainerStats, cri.ListContainerStatsRequest(filter=cri.ContainerStatsFilter(pod_sandbox_id=pod_id))
+    )
     assert [s.attributes.id for s in listed.stats] == [spin]
 
 
@@ -344,6 +382,7 @@ def test_a_restarted_container_runs_as_attempt_one(node: CriNode, images: Images
 
 # -- the pod network ---------------------------------------------------------------------------
 
+
 def test_a_pod_gets_its_network_from_cni(node: CriNode, images: Images) -> None:
     config = node.pod_config("networked", network="pod")
     pod_id = node.run_pod(config)
@@ -363,6 +402,7 @@ def test_a_pod_gets_its_network_from_cni(node: CriNode, images: Images) -> None:
 
 # -- groupings ---------------------------------------------------------------------------------
 
+
 def test_one_daemon_per_pod_or_per_namespace(node: CriNode, images: Images) -> None:
     pods = {}
     for handler in ("wasm-oci", "wasm-oci", "wasm-oci-ns", "wasm-oci-ns"):
@@ -381,6 +421,7 @@ def test_one_daemon_per_pod_or_per_namespace(node: CriNode, images: Images) -> N
 
 
 # -- faults ------------------------------------------------------------------------------------
+
 
 def test_a_containerd_restart_keeps_statuses_true(node: CriNode, images: Images) -> None:
     config = node.pod_config("survivor")
@@ -427,15 +468,20 @@ STDIN_READER = module(
     '(import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))'
     ' (memory (export "memory") 1)'
     ' (func (export "_start") (i32.store (i32.const 0) (i32.const 64)) (i32.store (i32.const 4) (i32.const 100))'
-    '  (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))'
-    '  (call $exit (i32.load (i32.const 8))))'
+    "  (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))"
+    "  (call $exit (i32.load (i32.const 8))))"
 )
 
 
 def create_with_stdin(node: CriNode, pod_id: str, pod: cri.PodSandboxConfig, name: str, image: str) -> str:
     """A container whose stdin is open (CRI holds the FIFO's write end for an attach that never comes)."""
-    config = cri.ContainerConfig(metadata=cri.ContainerMetadata(name=name), image=cri.ImageSpec(image=image),
-                                 log_path=f"{name}/0.log", stdin=True, linux=cri.LinuxContainerConfig())
+    config = cri.ContainerConfig(
+        metadata=cri.ContainerMetadata(name=name),
+        image=cri.ImageSpec(image=image),
+        log_path=f"{name}/0.log",
+        stdin=True,
+        linux=cri.LinuxContainerConfig(),
+    )
     request = cri.CreateContainerRequest(pod_sandbox_id=pod_id, config=config, sandbox_config=pod)
     return node.call(node.runtime.CreateContainer, request).container_id
 
@@ -477,6 +523,7 @@ def test_killed_guests_blocked_in_host_calls_leave_no_thread_behind(node: CriNod
     node.stop_pod(pod_id)
     node.remove_pod(pod_id)
 
+
 def daemon_usage(pid: int) -> tuple[int, Counter[str]]:
     """A process's open descriptors, and its threads by kernel name."""
     names = Counter(Path(f"/proc/{pid}/task/{t}/comm").read_text().strip() for t in os.listdir(f"/proc/{pid}/task"))
@@ -491,8 +538,7 @@ def settled(usage: tuple[int, Counter[str]], baseline: tuple[int, Counter[str]])
     (fds, threads), (base_fds, base_threads) = usage, baseline
     others = sum(n for name, n in threads.items() if name not in POOLS)
     base_others = sum(n for name, n in base_threads.items() if name not in POOLS)
-    return (fds <= base_fds and threads[GUEST] == 0 and others <= base_others
-            and threads[RPC_HANDLER] <= 32 and threads[BLOCKING_IO] <= 4)
+    return fds <= base_fds and threads[GUEST] == 0 and others <= base_others and threads[RPC_HANDLER] <= 32 and threads[BLOCKING_IO] <= 4
 
 
 MIXED_RUNS = 300
@@ -508,9 +554,18 @@ def test_hundreds_of_mixed_endings_leave_the_daemon_as_they_found_it(node: CriNo
     daemon = verbose_pid(node, pod_id)
     short_sleeper = images.shim.push("sleeper-1s", sleeper(1, 0), pull=False)
     node.pull(short_sleeper)
-    kinds = [("hello", {}, 0, None), ("hello", {"EXIT_CODE": "1"}, 0, None), ("exit42", {}, 0, None), ("trap", {}, 0, None),
-             ("hog", {}, 8 << 20, None), ("spin", {}, 0, 30), ("spin", {}, 0, 0), (short_sleeper, {}, 0, 30),
-             ("unlinkable", {}, 0, None), ("out-err", {}, 0, None)]
+    kinds = [
+        ("hello", {}, 0, None),
+        ("hello", {"EXIT_CODE": "1"}, 0, None),
+        ("exit42", {}, 0, None),
+        ("trap", {}, 0, None),
+        ("hog", {}, 8 << 20, None),
+        ("spin", {}, 0, 30),
+        ("spin", {}, 0, 0),
+        (short_sleeper, {}, 0, 30),
+        ("unlinkable", {}, 0, None),
+        ("out-err", {}, 0, None),
+    ]
     outcomes: Counter[str] = Counter()
     lock = threading.Lock()
 
@@ -544,8 +599,10 @@ def test_hundreds_of_mixed_endings_leave_the_daemon_as_they_found_it(node: CriNo
     deadline = time.monotonic() + 15  # Wasmtime's tokio threads leave after a 10 s keep-alive
     while not settled(after := daemon_usage(daemon), baseline) and time.monotonic() < deadline:
         time.sleep(0.1)
-    print(f"\n{MIXED_RUNS} containers in {took:.1f} s; outcomes {sorted(outcomes.items())}; "
-          f"daemon fds/threads: baseline {baseline}, after {after}")
+    print(
+        f"\n{MIXED_RUNS} containers in {took:.1f} s; outcomes {sorted(outcomes.items())}; "
+        f"daemon fds/threads: baseline {baseline}, after {after}"
+    )
     each = MIXED_RUNS // len(kinds)
     assert outcomes == {"0": 2 * each, "1": each, "42": each, "134": each, "143": 2 * each, "137": 2 * each, "start error": each}
     assert settled(after, baseline), (baseline, after)

@@ -35,12 +35,12 @@ HOLDER = module(
     '(import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))'
     ' (memory (export "memory") 1)'
     ' (func (export "_start") (local $at i32)'
-    f'  (drop (memory.grow (i32.const {HOLD_MIB * 16})))'
-    '  (local.set $at (i32.const 65536))'
-    f'  (loop $touch (i32.store (local.get $at) (i32.const 1)) (local.set $at (i32.add (local.get $at) (i32.const 4096)))'
-    f'    (br_if $touch (i32.lt_u (local.get $at) (i32.const {(HOLD_MIB * 16 + 1) * 65536}))))'
-    '  (i32.store (i32.const 16) (i32.const 1)) (i64.store (i32.const 24) (i64.const 3600000000000))'
-    '  (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128))) (call $exit (i32.const 0)))'
+    f"  (drop (memory.grow (i32.const {HOLD_MIB * 16})))"
+    "  (local.set $at (i32.const 65536))"
+    f"  (loop $touch (i32.store (local.get $at) (i32.const 1)) (local.set $at (i32.add (local.get $at) (i32.const 4096)))"
+    f"    (br_if $touch (i32.lt_u (local.get $at) (i32.const {(HOLD_MIB * 16 + 1) * 65536}))))"
+    "  (i32.store (i32.const 16) (i32.const 1)) (i64.store (i32.const 24) (i64.const 3600000000000))"
+    "  (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128))) (call $exit (i32.const 0)))"
 )
 
 
@@ -52,8 +52,11 @@ def node(registry: RegistryServer) -> Iterator[CriNode]:
 @pytest.fixture(scope="module")
 def images(node: CriNode) -> dict[str, str]:
     shim = ShimHarness(node.containerd, node.registry, node.home)
-    refs = {"spin": shim.push("spin", EXAMPLES / "spin" / "spin.wasm", pull=False), "holder": shim.push("holder", HOLDER, pull=False),
-            "busybox": push_busybox(node.registry.host, "k8s/busybox", ["/bin/sh"])}
+    refs = {
+        "spin": shim.push("spin", EXAMPLES / "spin" / "spin.wasm", pull=False),
+        "holder": shim.push("holder", HOLDER, pull=False),
+        "busybox": push_busybox(node.registry.host, "k8s/busybox", ["/bin/sh"]),
+    }
     for name in ("spin", "holder"):
         node.pull(refs[name])
     return refs
@@ -75,7 +78,7 @@ def measure(node: CriNode, containers: list[str]) -> tuple[float, list[float]]:
     # A process that left meanwhile (an idle daemon lingering out) takes its time with it: count
     # what each process still there used in the window.
     spent = sum(seconds - outside.get(pid, 0.0) for pid, seconds in outside_after.items())
-    return spent / elapsed, [(b - a) / 1e9 / elapsed for a, b in zip(inside, inside_after)]
+    return spent / elapsed, [(b - a) / 1e9 / elapsed for a, b in zip(inside, inside_after, strict=False)]
 
 
 def runc_cores(node: CriNode, busybox: str) -> float:
@@ -83,8 +86,20 @@ def runc_cores(node: CriNode, busybox: str) -> float:
     `ctr run --cpus 0.1` in the same containerd (its own namespace)."""
     ctr = node.containerd
     ctr.ctr("images", "pull", "--plain-http", busybox, namespace="runc-baseline", timeout=120)
-    ctr.ctr("run", "-d", "--cpus", "0.1", "--runtime", "io.containerd.runc.v2", busybox, "runc-spin",
-            "/bin/sh", "-c", "while :; do :; done", namespace="runc-baseline")
+    ctr.ctr(
+        "run",
+        "-d",
+        "--cpus",
+        "0.1",
+        "--runtime",
+        "io.containerd.runc.v2",
+        busybox,
+        "runc-spin",
+        "/bin/sh",
+        "-c",
+        "while :; do :; done",
+        namespace="runc-baseline",
+    )
     try:
         time.sleep(0.3)
         cores, _ = measure(node, [])
@@ -97,8 +112,9 @@ def runc_cores(node: CriNode, busybox: str) -> float:
     return cores
 
 
-def start_pod(node: CriNode, name: str, handler: str, image: str,
-              cpu: cri.LinuxContainerResources | None = None, memory: int = 0) -> tuple[str, str]:
+def start_pod(
+    node: CriNode, name: str, handler: str, image: str, cpu: cri.LinuxContainerResources | None = None, memory: int = 0
+) -> tuple[str, str]:
     config = node.pod_config(name, cgroups=True, cpu_shares=cpu.cpu_shares if cpu is not None else 0)
     pod_id = node.run_pod(config, handler)
     container_id = node.create(pod_id, config, name, image, cpu=cpu, memory=memory)
@@ -113,7 +129,8 @@ def end_pod(node: CriNode, pod_id: str) -> None:
 
 
 PER_CONTAINER_CPU = pytest.mark.skipif(
-    cgroups.VERSION != 1, reason="per-container CPU limits need cgroup v1 (v2 holds them per pod: docs/shim.md)")
+    cgroups.VERSION != 1, reason="per-container CPU limits need cgroup v1 (v2 holds them per pod: docs/shim.md)"
+)
 
 
 @PER_CONTAINER_CPU
@@ -128,8 +145,10 @@ def test_a_100m_limit_holds_and_stats_match_the_outside(node: CriNode, images: d
     stopped_in = time.monotonic() - began
     end_pod(node, pod_id)
     runc_outside = runc_cores(node, images["busybox"])
-    print(f"\n100m spinning guest ({handler}): {outside:.3f} cores from outside, ContainerStats {inside:.3f}, "
-          f"stopped in {stopped_in * 1e3:.0f} ms; runc: {runc_outside:.3f} from outside")
+    print(
+        f"\n100m spinning guest ({handler}): {outside:.3f} cores from outside, ContainerStats {inside:.3f}, "
+        f"stopped in {stopped_in * 1e3:.0f} ms; runc: {runc_outside:.3f} from outside"
+    )
     assert outside <= 0.15
     assert abs(inside - outside) <= 0.25 * outside
     assert stopped_in < 1.0
@@ -155,8 +174,13 @@ def test_shares_split_one_cpu_by_requests(node: CriNode, images: dict[str, str],
 @PER_CONTAINER_CPU
 @pytest.mark.parametrize("handler", HANDLERS)
 def test_a_limited_hog_leaves_another_pod_its_cpu(node: CriNode, images: dict[str, str], handler: str) -> None:
-    hog = start_pod(node, "hog", handler, images["spin"], cpu=cri.LinuxContainerResources(
-        cpu_period=100_000, cpu_quota=10_000, cpu_shares=102, cpuset_cpus="0"))
+    hog = start_pod(
+        node,
+        "hog",
+        handler,
+        images["spin"],
+        cpu=cri.LinuxContainerResources(cpu_period=100_000, cpu_quota=10_000, cpu_shares=102, cpuset_cpus="0"),
+    )
     other = start_pod(node, "other", handler, images["spin"], cpu=cri.LinuxContainerResources(cpu_shares=102, cpuset_cpus="0"))
     time.sleep(0.3)
     _, (hog_cores, other_cores) = measure(node, [hog[1], other[1]])
@@ -183,15 +207,15 @@ def test_memory_held_shows_in_container_and_pod_stats(node: CriNode, images: dic
         if enough or time.monotonic() > deadline:
             break
         time.sleep(0.1)
-    pods = node.call(node.runtime.ListPodSandboxStats, cri.ListPodSandboxStatsRequest(
-        filter=cri.PodSandboxStatsFilter(id=pod_id))).stats
+    pods = node.call(node.runtime.ListPodSandboxStats, cri.ListPodSandboxStatsRequest(filter=cri.PodSandboxStatsFilter(id=pod_id))).stats
     # The task Stats RPC itself, as `ctr task metrics` asks it: the container's figures, and
     # for the sandbox task its pod's.
-    metrics = {task: json.loads(node.containerd.ctr("task", "metrics", "--format", "json", task).stdout)
-               for task in (holder, pod_id)}
+    metrics = {task: json.loads(node.containerd.ctr("task", "metrics", "--format", "json", task).stdout) for task in (holder, pod_id)}
     end_pod(node, pod_id)
-    print(f"\nholding {HOLD_MIB} MiB ({handler}): container working set {stats.memory.working_set_bytes.value >> 20} MiB, "
-          f"pod {pod.linux.memory.working_set_bytes.value >> 20} MiB")
+    print(
+        f"\nholding {HOLD_MIB} MiB ({handler}): container working set {stats.memory.working_set_bytes.value >> 20} MiB, "
+        f"pod {pod.linux.memory.working_set_bytes.value >> 20} MiB"
+    )
     assert (HOLD_MIB << 20) <= stats.memory.working_set_bytes.value <= (HOLD_MIB + 1) << 20
     assert [p.attributes.id for p in pods] == [pod_id]
     assert metrics[holder]["memory"]["usage"] == stats.memory.working_set_bytes.value

@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+
 from services.registry import RegistryServer
 from services.tools import ToolRunner
 from services.wasmgen import HELLO, MODULE, padded_component
-
 from wasm_oci.oci import distribution as api
 from wasm_oci.oci.options import RegistryOptions
 
@@ -21,9 +21,7 @@ def _json(result) -> dict:  # type: ignore[no-untyped-def]
     return json.loads(result.stdout)
 
 
-def test_push_prints_the_digest_and_pull_gets_identical_bytes(
-    wasm_oci: ToolRunner, registry: RegistryServer, tmp_path: Path
-) -> None:
+def test_push_prints_the_digest_and_pull_gets_identical_bytes(wasm_oci: ToolRunner, registry: RegistryServer, tmp_path: Path) -> None:
     ref = f"{registry.host}/dist/hello:v1"
     pushed = _json(wasm_oci("push", HELLO, ref, "--plain-http", "--format", "json"))
     assert pushed["reference"] == f"{ref}@{pushed['digest']}"
@@ -60,9 +58,7 @@ def test_inspect_shows_world_and_sizes(wasm_oci: ToolRunner, registry: RegistryS
     assert "World target: wasi:cli/command@0.2.0" in text and "export wasi:cli/run@0.2.0" in text
 
 
-def test_copy_between_registry_and_layouts_keeps_the_digest(
-    wasm_oci: ToolRunner, registry: RegistryServer, tmp_path: Path
-) -> None:
+def test_copy_between_registry_and_layouts_keeps_the_digest(wasm_oci: ToolRunner, registry: RegistryServer, tmp_path: Path) -> None:
     src = f"{registry.host}/stage/app:rc1"
     digest = _json(wasm_oci("push", HELLO, src, "--plain-http", "--format", "json"))["digest"]
     layout = f"oci:{tmp_path}/airgap:rc1"
@@ -90,9 +86,7 @@ def test_large_component_streams_both_ways(private_home: Path, registry: Registr
     assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(big.read_bytes()).digest()
 
 
-def test_pull_of_a_corrupted_blob_fails_and_leaves_nothing(
-    wasm_oci: ToolRunner, registry: RegistryServer, tmp_path: Path
-) -> None:
+def test_pull_of_a_corrupted_blob_fails_and_leaves_nothing(wasm_oci: ToolRunner, registry: RegistryServer, tmp_path: Path) -> None:
     ref = f"{registry.host}/dist/corrupt:1"
     wasm = padded_component(300_000, b"corrupt-me")
     src = tmp_path / "c.wasm"

@@ -53,6 +53,7 @@ def run(engine: Engine, wasm: bytes, out: Path, **spec: object) -> tuple[RunResu
 
 # -- WASI mapping ------------------------------------------------------------------------------
 
+
 def test_args_and_env_are_exactly_what_the_spec_gives(engine: Engine, tmp_path: Path) -> None:
     result, out = run(engine, HELLO, tmp_path / "out", args=["hello.wasm", "one", "two words"], env={"GREETING": "hi there"})
     assert result == RunResult(0, "exit", None, result.elapsed)
@@ -106,11 +107,12 @@ def test_missing_paths_are_reported_by_name(engine: Engine, tmp_path: Path) -> N
     program = engine.load(HELLO, name="hello.wasm")
     with pytest.raises(NotFound, match="no-such-dir: no such directory"):
         engine.run(program, RunSpec(preopens=[Preopen(tmp_path / "no-such-dir", "/data")]))
-    with pytest.raises(NotFound, match="stdin .*missing: cannot open"):
+    with pytest.raises(NotFound, match=r"stdin .*missing: cannot open"):
         engine.run(program, RunSpec(stdin=tmp_path / "missing"))
 
 
 # -- exit statuses and traps -------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(("exit_code", "status"), [(None, 0), ("0", 0), ("7", 1)])
 def test_component_exit_status_is_the_guests(engine: Engine, tmp_path: Path, exit_code: str | None, status: int) -> None:
@@ -136,6 +138,7 @@ def test_a_trap_has_its_own_status_and_names_the_trap(engine: Engine, tmp_path: 
 
 
 # -- limits ------------------------------------------------------------------------------------
+
 
 def test_memory_limit_stops_the_guest_as_out_of_memory_and_leaves_the_host_working(engine: Engine, tmp_path: Path) -> None:
     capped, _ = run(engine, GROW, tmp_path / "a", memory_limit=8 << 20)
@@ -233,6 +236,7 @@ def test_killing_one_guest_leaves_the_others_running(engine: Engine) -> None:
 
 # -- concurrency -------------------------------------------------------------------------------
 
+
 def test_guests_run_in_parallel_threads(engine: Engine) -> None:
     """Four guests spinning 0.5 s each end together: Wasm does not hold the GIL (serially: 2 s)."""
     program = engine.load(SPIN, name="spin.wasm")
@@ -263,6 +267,7 @@ def test_concurrent_guests_keep_their_own_args_and_output(engine: Engine, tmp_pa
 
 # -- bad input ---------------------------------------------------------------------------------
 
+
 def test_not_wasm_and_truncated_wasm_are_invalid(engine: Engine) -> None:
     with pytest.raises(InvalidWasm, match=r"notes\.txt: not a WebAssembly binary"):
         engine.load(b"hello, not wasm", name="notes.txt")
@@ -271,7 +276,9 @@ def test_not_wasm_and_truncated_wasm_are_invalid(engine: Engine) -> None:
 
 
 def test_an_import_the_host_lacks_is_named(engine: Engine) -> None:
-    needs = cli_component('(func (export "run") (result i32) (i32.const 0))', '(import "acme:missing/thing@1.0.0" (instance (export "f" (func))))')
+    needs = cli_component(
+        '(func (export "run") (result i32) (i32.const 0))', '(import "acme:missing/thing@1.0.0" (instance (export "f" (func))))'
+    )
     program = engine.load(needs, name="needs.wasm")
     with pytest.raises(UnsatisfiedImport, match=r"needs\.wasm imports `acme:missing/thing@1\.0\.0`"):
         engine.run(program, RunSpec())

@@ -33,8 +33,8 @@ _NOW = '(import "wasi_snapshot_preview1" "clock_time_get" (func $now (param i32 
 READ_ONCE = module(
     f'{_READ} (memory (export "memory") 1)'
     ' (func (export "_start") (i32.store (i32.const 0) (i32.const 64)) (i32.store (i32.const 4) (i32.const 100))'
-    '  (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))'
-    '  (call $exit (i32.load (i32.const 8))))'
+    "  (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))"
+    "  (call $exit (i32.load (i32.const 8))))"
 )
 
 
@@ -46,21 +46,22 @@ def clock_poll(subscriptions: list[tuple[int, int, int, str]], prelude: str = ""
         f" (i32.store (i32.const {1024 + 48 * i + 16}) (i32.const {clock}))"
         f" (i64.store (i32.const {1024 + 48 * i + 24}) {timeout})"
         f" (i32.store16 (i32.const {1024 + 48 * i + 40}) (i32.const {flags}))"
-        for i, (userdata, clock, flags, timeout) in enumerate(subscriptions))
+        for i, (userdata, clock, flags, timeout) in enumerate(subscriptions)
+    )
     return module(
         f'{_POLL} {_NOW} (memory (export "memory") 1)'
         f' (func (export "_start") {prelude}{stores}'
-        f'  (if (call $poll (i32.const 1024) (i32.const 4096) (i32.const {len(subscriptions)}) (i32.const 8)) (then unreachable))'
-        '  (call $exit (i32.add (i32.mul (i32.load (i32.const 8)) (i32.const 10)) (i32.wrap_i64 (i64.load (i32.const 4096))))))'
+        f"  (if (call $poll (i32.const 1024) (i32.const 4096) (i32.const {len(subscriptions)}) (i32.const 8)) (then unreachable))"
+        "  (call $exit (i32.add (i32.mul (i32.load (i32.const 8)) (i32.const 10)) (i32.wrap_i64 (i64.load (i32.const 4096))))))"
     )
-
 
 
 def component(body: str) -> bytes:
     """A wasi:cli command component whose run is the core `body` (an i32 left last: 0 for ok),
     which calls $sleep (subscribe-duration), $ready, $block, $poll (pollables at 0, the result
     at 8; lists are allocated from 1024), $drop, $stdin, $subscribe (stdin's) and $drop_stream."""
-    return bytes(wasmtime.wat2wasm(f"""(component
+    return bytes(
+        wasmtime.wat2wasm(f"""(component
   (import "wasi:io/poll@0.2.0" (instance $poll
     (export "pollable" (type (sub resource)))
     (export "[method]pollable.ready" (func (param "self" (borrow 0)) (result bool)))
@@ -111,13 +112,15 @@ def component(body: str) -> bytes:
     (export "stdin" (func $stdin)) (export "subscribe" (func $subscribe)) (export "drop-stream" (func $drop_stream))))))
   (func $run (result (result)) (canon lift (core func $main "run")))
   (instance $cli (export "run" (func $run)))
-  (export "wasi:cli/run@0.2.0" (instance $cli)))"""))
+  (export "wasi:cli/run@0.2.0" (instance $cli)))""")
+    )
 
 
 # Components sleeping 30 s in pollable.block, and in poll.
 COMPONENT_SLEEPER = component("(call $block (call $sleep (i64.const 30000000000))) (i32.const 0)")
-COMPONENT_POLLER = component("(i32.store (i32.const 0) (call $sleep (i64.const 30000000000)))"
-                             " (call $poll (i32.const 0) (i32.const 1) (i32.const 8)) (i32.const 0)")
+COMPONENT_POLLER = component(
+    "(i32.store (i32.const 0) (call $sleep (i64.const 30000000000))) (call $poll (i32.const 0) (i32.const 1) (i32.const 8)) (i32.const 0)"
+)
 # Waits as WASI says, or traps: a poll of a 30 s and a 50 ms clock answers the second, which is
 # then ready and the first not; a block on a 20 ms clock; a stream's pollable dropped before it.
 COMPONENT_WAITER = component("""
@@ -140,6 +143,7 @@ COMPONENT_WAITER = component("""
   (call $drop (call $subscribe (local.get $stream)))
   (call $drop_stream (local.get $stream))
   (i32.const 0)""")
+
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
@@ -167,6 +171,7 @@ def cli(wasm: Path, *options: str, stdin: int | None = None) -> tuple[subprocess
 
 
 # -- clock waits -------------------------------------------------------------------------------
+
 
 def test_a_module_sleeping_in_poll_oneoff_times_out_at_its_deadline_and_its_thread_ends(engine: Engine) -> None:
     execution = engine.execution(engine.load(sleeper(30, 0), name="sleeper.wasm"), RunSpec(timeout=0.5))
@@ -214,17 +219,30 @@ def test_component_waits_wait_and_report_as_wasi_says(engine: Engine) -> None:
     assert 0.07 <= result.elapsed < 1
 
 
-@pytest.mark.parametrize(("subscriptions", "prelude", "expected", "least"), [
-    ([(7, 1, 0, "(i64.const 100000000)")], "", 17, 0.1),
-    ([(3, 1, 0, "(i64.const 50000000)"), (4, 0, 0, "(i64.const 30000000000)")], "", 13, 0.05),
-    ([(5, 1, 1, "(i64.add (i64.load (i32.const 16)) (i64.const 100000000))")],
-     "(drop (call $now (i32.const 1) (i64.const 1) (i32.const 16)))", 15, 0.1),
-    ([(6, 0, 1, "(i64.add (i64.load (i32.const 16)) (i64.const 100000000))")],
-     "(drop (call $now (i32.const 0) (i64.const 1) (i32.const 16)))", 16, 0.1),
-    ([(2, 1, 0, "(i64.const 0)"), (9, 1, 0, "(i64.const 0)")], "", 22, 0.0),
-], ids=["relative", "earliest-of-two", "absolute-monotonic", "absolute-realtime", "both-due"])
-def test_clock_polls_wait_and_report_as_wasi_says(engine: Engine, subscriptions: list[tuple[int, int, int, str]],
-                                                  prelude: str, expected: int, least: float) -> None:
+@pytest.mark.parametrize(
+    ("subscriptions", "prelude", "expected", "least"),
+    [
+        ([(7, 1, 0, "(i64.const 100000000)")], "", 17, 0.1),
+        ([(3, 1, 0, "(i64.const 50000000)"), (4, 0, 0, "(i64.const 30000000000)")], "", 13, 0.05),
+        (
+            [(5, 1, 1, "(i64.add (i64.load (i32.const 16)) (i64.const 100000000))")],
+            "(drop (call $now (i32.const 1) (i64.const 1) (i32.const 16)))",
+            15,
+            0.1,
+        ),
+        (
+            [(6, 0, 1, "(i64.add (i64.load (i32.const 16)) (i64.const 100000000))")],
+            "(drop (call $now (i32.const 0) (i64.const 1) (i32.const 16)))",
+            16,
+            0.1,
+        ),
+        ([(2, 1, 0, "(i64.const 0)"), (9, 1, 0, "(i64.const 0)")], "", 22, 0.0),
+    ],
+    ids=["relative", "earliest-of-two", "absolute-monotonic", "absolute-realtime", "both-due"],
+)
+def test_clock_polls_wait_and_report_as_wasi_says(
+    engine: Engine, subscriptions: list[tuple[int, int, int, str]], prelude: str, expected: int, least: float
+) -> None:
     result = engine.run(engine.load(clock_poll(subscriptions, prelude), name="poll.wasm"), RunSpec(timeout=10))
     assert result.status == expected, result
     assert least <= result.elapsed < least + 1
@@ -236,10 +254,12 @@ def test_a_poll_on_stdin_goes_to_wasmtime_and_a_stop_ends_it(engine: Engine, tmp
     os.mkfifo(fifo)
     writer = os.open(fifo, os.O_RDWR)  # a writer that never writes
     try:
-        wasm = module(f'{_POLL} (memory (export "memory") 1) (func (export "_start")'
-                      ' (i32.store8 (i32.const 8) (i32.const 1))'  # tag: fd_read, on fd 0
-                      ' (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))'
-                      ' (call $exit (i32.load (i32.const 128))))')
+        wasm = module(
+            f'{_POLL} (memory (export "memory") 1) (func (export "_start")'
+            " (i32.store8 (i32.const 8) (i32.const 1))"  # tag: fd_read, on fd 0
+            " (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))"
+            " (call $exit (i32.load (i32.const 128))))"
+        )
         execution = engine.execution(engine.load(wasm, name="poll-stdin.wasm"), RunSpec(stdin=fifo, timeout=0.3))
         thread = on_a_thread(execution)
         assert ended(thread, execution, 0.3 + 1).status == 124
@@ -269,6 +289,7 @@ def test_cli_timeout_ends_a_sleeping_component_with_124(tmp_path: Path) -> None:
 
 
 # -- stdin ---------------------------------------------------------------------------------------
+
 
 def test_cli_timeout_ends_a_guest_blocked_reading_stdin(tmp_path: Path) -> None:
     (tmp_path / "read.wasm").write_bytes(READ_ONCE)
@@ -343,10 +364,11 @@ def test_a_fifo_stdin_delivers_its_bytes_and_its_end_of_file(engine: Engine, tmp
 # -- memory, tables, counts ----------------------------------------------------------------------
 
 SIXTEEN_MEMORIES = wasmtime.wat2wasm(
-    "(module " + " ".join(f"(memory $m{i} 1)" for i in range(16)) +
-    ' (func (export "_start") (loop $more ' +
-    " ".join(f"(if (i32.eq (memory.grow $m{i} (i32.const 16)) (i32.const -1)) (then unreachable))" for i in range(16)) +
-    " (br $more))))"
+    "(module "
+    + " ".join(f"(memory $m{i} 1)" for i in range(16))
+    + ' (func (export "_start") (loop $more '
+    + " ".join(f"(if (i32.eq (memory.grow $m{i} (i32.const 16)) (i32.const -1)) (then unreachable))" for i in range(16))
+    + " (br $more))))"
 )
 
 
@@ -360,11 +382,15 @@ def test_sixteen_memories_share_one_memory_limit(engine: Engine) -> None:
     assert memory.live_memories() == 0
 
 
-@pytest.mark.parametrize(("wat", "limit", "names"), [
-    ("(table 200000 funcref)", 64 << 20, "131072 elements"),
-    ("(table 2000000 funcref)", None, "1048576 elements"),
-    (" ".join("(table 1 funcref)" for _ in range(65)), None, "64 tables"),
-], ids=["table-past-its-memory-limit-share", "table-past-the-default", "too-many-tables"])
+@pytest.mark.parametrize(
+    ("wat", "limit", "names"),
+    [
+        ("(table 200000 funcref)", 64 << 20, "131072 elements"),
+        ("(table 2000000 funcref)", None, "1048576 elements"),
+        (" ".join("(table 1 funcref)" for _ in range(65)), None, "64 tables"),
+    ],
+    ids=["table-past-its-memory-limit-share", "table-past-the-default", "too-many-tables"],
+)
 def test_tables_past_the_limits_are_refused(engine: Engine, wat: str, limit: int | None, names: str) -> None:
     wasm = wasmtime.wat2wasm(f'(module {wat} (func (export "_start")))')
     result = engine.run(engine.load(wasm, name="tables.wasm"), RunSpec(memory_limit=limit))
@@ -374,15 +400,18 @@ def test_tables_past_the_limits_are_refused(engine: Engine, wat: str, limit: int
 
 
 def test_a_table_grow_past_the_limit_is_refused_to_the_guest(engine: Engine) -> None:
-    wasm = module('(table 1 funcref) (memory (export "memory") 1) (func (export "_start")'
-                  ' (call $exit (i32.eq (table.grow 0 (ref.null func) (i32.const 1048576)) (i32.const -1))))')
+    wasm = module(
+        '(table 1 funcref) (memory (export "memory") 1) (func (export "_start")'
+        " (call $exit (i32.eq (table.grow 0 (ref.null func) (i32.const 1048576)) (i32.const -1))))"
+    )
     assert engine.run(engine.load(wasm, name="grow.wasm"), RunSpec()).status == 1
 
 
 @pytest.mark.parametrize("wasm", [HELLO, HTTP], ids=["hello", "http"])
 @pytest.mark.parametrize("limit", [None, 16 << 20], ids=["no-memory-limit", "16M"])
 def test_the_examples_run_under_the_default_limits(engine: Engine, tmp_path: Path, wasm: bytes, limit: int | None) -> None:
-    result = engine.run(engine.load(wasm, name="example.wasm"), RunSpec(args=["example.wasm"], stdin=b"body",
-                                                                          stdout=tmp_path / "out", memory_limit=limit))
+    result = engine.run(
+        engine.load(wasm, name="example.wasm"), RunSpec(args=["example.wasm"], stdin=b"body", stdout=tmp_path / "out", memory_limit=limit)
+    )
     assert (result.status, result.reason) == (0, "exit")
     assert (tmp_path / "out").read_bytes()

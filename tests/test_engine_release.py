@@ -31,9 +31,9 @@ TOO_BIG = wasmtime.wat2wasm('(module (memory 300) (func (export "_start")))')
 # do end, see test_engine_limits).
 BLOCKED_WRITER = module(
     '(memory (export "memory") 2) (func (export "_start")'
-    ' (i32.store (i32.const 0) (i32.const 1024)) (i32.store (i32.const 4) (i32.const 65536))'
-    ' (loop $more (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))'
-    '  (drop (call $write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8))) (br $more)))'
+    " (i32.store (i32.const 0) (i32.const 1024)) (i32.store (i32.const 4) (i32.const 65536))"
+    " (loop $more (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))"
+    "  (drop (call $write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8))) (br $more)))"
 )
 
 
@@ -81,20 +81,31 @@ def spec(tmp_path: Path, **extra: object) -> RunSpec:
     data = tmp_path / "data"
     data.mkdir(exist_ok=True)
     (tmp_path / "in").write_bytes(b"input")
-    return RunSpec(args=["guest.wasm"], stdin=tmp_path / "in", stdout=tmp_path / "out", stderr=tmp_path / "err",
-                   preopens=[Preopen(data, "/data")], **extra)  # type: ignore[arg-type]
+    return RunSpec(
+        args=["guest.wasm"],
+        stdin=tmp_path / "in",
+        stdout=tmp_path / "out",
+        stderr=tmp_path / "err",
+        preopens=[Preopen(data, "/data")],
+        **extra,
+    )  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("wasm", "extra", "status"), [
-    (HELLO, {}, 0),
-    (HELLO, {"env": {"EXIT_CODE": "3"}}, 1),
-    (TRAP, {}, 134),
-    (GROW, {"memory_limit": 4 << 20}, 137),
-    (TOO_BIG, {"memory_limit": 1 << 20}, 137),
-    (SPIN, {"timeout": 0.05}, 124),
-], ids=["exit-0", "exit-1", "trap", "memory-limit", "failed-instantiation", "timeout"])
-def test_every_ending_closes_what_the_run_held(engine: Engine, tmp_path: Path, no_gc: None,
-                                               wasm: bytes, extra: dict[str, object], status: int) -> None:
+@pytest.mark.parametrize(
+    ("wasm", "extra", "status"),
+    [
+        (HELLO, {}, 0),
+        (HELLO, {"env": {"EXIT_CODE": "3"}}, 1),
+        (TRAP, {}, 134),
+        (GROW, {"memory_limit": 4 << 20}, 137),
+        (TOO_BIG, {"memory_limit": 1 << 20}, 137),
+        (SPIN, {"timeout": 0.05}, 124),
+    ],
+    ids=["exit-0", "exit-1", "trap", "memory-limit", "failed-instantiation", "timeout"],
+)
+def test_every_ending_closes_what_the_run_held(
+    engine: Engine, tmp_path: Path, no_gc: None, wasm: bytes, extra: dict[str, object], status: int
+) -> None:
     program = engine.load(wasm, name="guest.wasm")
     execution = engine.execution(program, spec(tmp_path, **extra))
     execution.prepare()

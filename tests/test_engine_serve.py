@@ -9,19 +9,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-from wasm_oci.engine import Engine, RunSpec
-from wasm_oci.engine import cgi
-from wasm_oci.engine.serve import CgiServer, ServeLimits
-
 from test_engine import cli_component
+
+from wasm_oci.engine import Engine, RunSpec, cgi
+from wasm_oci.engine.serve import CgiServer, ServeLimits
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 HTTP = (EXAMPLES / "http" / "http.wasm").read_bytes()
 HELLO = (EXAMPLES / "hello" / "hello.wasm").read_bytes()
 SPIN = (EXAMPLES / "spin" / "spin.wasm").read_bytes()
 TRAP = cli_component('(func (export "run") (result i32) unreachable)')
-MISSING_IMPORT = cli_component('(func (export "run") (result i32) (i32.const 0))', '(import "acme:missing/thing@1.0.0" (instance (export "f" (func))))')
+MISSING_IMPORT = cli_component(
+    '(func (export "run") (result i32) (i32.const 0))', '(import "acme:missing/thing@1.0.0" (instance (export "f" (func))))'
+)
 
 Serve = Callable[..., http.client.HTTPConnection]
 
@@ -48,8 +48,9 @@ def serve(engine: Engine) -> Iterator[Serve]:
         server.server_close()
 
 
-def fetch(conn: http.client.HTTPConnection, method: str, target: str, body: bytes | None = None,
-          headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+def fetch(
+    conn: http.client.HTTPConnection, method: str, target: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     conn.request(method, target, body=body, headers=headers or {})
     response = conn.getresponse()
     return response.status, dict(response.getheaders()), response.read()
@@ -114,10 +115,11 @@ def test_concurrent_requests_each_get_their_own_instance(serve: Serve) -> None:
     ],
     ids=["trap", "timeout", "exit-status", "missing-import"],
 )
-def test_failing_guest_gives_a_bare_5xx_and_logs_why(serve: Serve, caplog: pytest.LogCaptureFixture,
-                                                     wasm: bytes, spec: RunSpec, code: int, logged: str) -> None:
+def test_failing_guest_gives_a_bare_5xx_and_logs_why(
+    serve: Serve, caplog: pytest.LogCaptureFixture, wasm: bytes, spec: RunSpec, code: int, logged: str
+) -> None:
     conn = serve(wasm, spec)
-    status, headers, body = fetch(conn, "GET", "/x")
+    status, _headers, body = fetch(conn, "GET", "/x")
     assert status == code
     assert body == f"{code} {http.client.responses[code]}\n".encode()  # nothing about the guest
     assert logged in caplog.text
@@ -132,12 +134,15 @@ def test_memory_limit_applies_per_request(serve: Serve) -> None:
 
 # -- the CGI mapping -----------------------------------------------------------------------------
 
+
 def request(headers: list[tuple[str, str]], target: str = "/a%20b/c?x=1") -> cgi.Request:
     return cgi.Request("POST", target, headers, 5, ("10.0.0.1", 5555), ("127.0.0.1", 8080))
 
 
 def test_environ_maps_request_to_cgi_variables() -> None:
-    env = cgi.environ(request([("Content-Type", "text/plain"), ("Content-Length", "5"), ("Accept", "a"), ("Accept", "b"), ("X-Thing", "t")]))
+    env = cgi.environ(
+        request([("Content-Type", "text/plain"), ("Content-Length", "5"), ("Accept", "a"), ("Accept", "b"), ("X-Thing", "t")])
+    )
     assert env["REQUEST_METHOD"] == "POST"
     assert (env["PATH_INFO"], env["QUERY_STRING"], env["SCRIPT_NAME"]) == ("/a b/c", "x=1", "")
     assert (env["CONTENT_TYPE"], env["CONTENT_LENGTH"]) == ("text/plain", "5")

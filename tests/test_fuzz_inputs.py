@@ -48,12 +48,17 @@ from services.hostile_registry import OCI_INDEX, OCI_MANIFEST, hello_artifact  #
 from wasm_oci.errors import WasmOciError  # noqa: E402
 
 # == profiles ======================================================================================
-_COMMON = dict(
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture,
-                           HealthCheck.filter_too_much, HealthCheck.large_base_example],
-    database=None,
-    print_blob=True,
-)
+_COMMON = {
+    "suppress_health_check": [
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.filter_too_much,
+        HealthCheck.large_base_example,
+    ],
+    "database": None,
+    "print_blob": True,
+}
 settings.register_profile("ci", max_examples=100, deadline=None, **_COMMON)
 settings.register_profile("long", max_examples=2000, deadline=None, **_COMMON)
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
@@ -89,7 +94,7 @@ class _Summary:
 def _examples_summary(request: pytest.FixtureRequest) -> Iterator[None]:
     if not request.config.pluginmanager.has_plugin("fuzz-examples-summary"):
         request.config.pluginmanager.register(_Summary(), "fuzz-examples-summary")
-    yield
+    return
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -145,8 +150,9 @@ def _rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def bounded(target: str, fn: Callable[[], Any], allowed: tuple[type[BaseException], ...] = (WasmOciError,),
-            seconds: float = CALL_BOUND) -> tuple[Any, BaseException | None]:
+def bounded(
+    target: str, fn: Callable[[], Any], allowed: tuple[type[BaseException], ...] = (WasmOciError,), seconds: float = CALL_BOUND
+) -> tuple[Any, BaseException | None]:
     """Call fn: its result, or the allowed exception it raised; anything else fails the example."""
     COUNTS[target] += 1
     before = _rss()
@@ -158,8 +164,10 @@ def bounded(target: str, fn: Callable[[], Any], allowed: tuple[type[BaseExceptio
         return None, exc
     except Hang as exc:
         raise AssertionError(str(exc)) from None
-    except Exception as exc:  # noqa: BLE001 - the finding: name it and where it escaped
-        raise AssertionError(f"{target}: {type(exc).__module__}.{type(exc).__name__} escaped at {escape_point(exc)}: {str(exc)[:200]}") from exc
+    except Exception as exc:
+        raise AssertionError(
+            f"{target}: {type(exc).__module__}.{type(exc).__name__} escaped at {escape_point(exc)}: {str(exc)[:200]}"
+        ) from exc
     finally:
         grown = _rss() - before
         assert grown < MEMORY_GROWTH_BOUND, f"{target}: peak RSS grew by {grown / MiB:.0f} MiB in one call"
@@ -168,23 +176,97 @@ def bounded(target: str, fn: Callable[[], Any], allowed: tuple[type[BaseExceptio
 # == JSON strategies ===============================================================================
 DIGEST = "sha256:" + "0" * 64
 HOSTILE_STRINGS = [
-    "", " ", "\x00", "\n", "sha256:../../x", "sha256:../../../../../../tmp/pwn", DIGEST, "sha256:" + "A" * 64,
-    "sha512:" + "1" * 128, "md5:d41d8cd98f00b204e9800998ecf8427e", "../../../../etc/passwd", "/dev/zero",
-    OCI_MANIFEST, OCI_INDEX, "application/wasm", "application/vnd.oci.image.config.v1+json",
-    "application/vnd.wasm.config.v0+json", "application/vnd.dev.sigstore.bundle.v0.3+json", "wasm", "wasip2",
-    "a" * 5000, "\ud800", "é", "enforce", "warn", "off", "127.0.0.1:5000", "https://in-toto.io/Statement/v1",
-    "https://sigstore.dev/cosign/sign/v1", "application/vnd.in-toto+json", "cosign container image signature",
+    "",
+    " ",
+    "\x00",
+    "\n",
+    "sha256:../../x",
+    "sha256:../../../../../../tmp/pwn",
+    DIGEST,
+    "sha256:" + "A" * 64,
+    "sha512:" + "1" * 128,
+    "md5:d41d8cd98f00b204e9800998ecf8427e",
+    "../../../../etc/passwd",
+    "/dev/zero",
+    OCI_MANIFEST,
+    OCI_INDEX,
+    "application/wasm",
+    "application/vnd.oci.image.config.v1+json",
+    "application/vnd.wasm.config.v0+json",
+    "application/vnd.dev.sigstore.bundle.v0.3+json",
+    "wasm",
+    "wasip2",
+    "a" * 5000,
+    "\ud800",
+    "é",
+    "enforce",
+    "warn",
+    "off",
+    "127.0.0.1:5000",
+    "https://in-toto.io/Statement/v1",
+    "https://sigstore.dev/cosign/sign/v1",
+    "application/vnd.in-toto+json",
+    "cosign container image signature",
 ]
-KEYS = ["mediaType", "digest", "size", "annotations", "platform", "manifests", "layers", "config", "subject",
-        "schemaVersion", "artifactType", "os", "architecture", "component", "imports", "exports", "target",
-        "Labels", "Entrypoint", "Env", "imageLayoutVersion", "org.opencontainers.image.ref.name",
-        "org.opencontainers.image.title", "rules", "default", "scope", "mode", "keys", "critical", "image",
-        "docker-manifest-digest", "type", "dsseEnvelope", "payload", "payloadType", "signatures", "sig",
-        "verificationMaterial", "publicKey", "hint", "_type", "predicateType", "subject", "kdf", "params",
-        "N", "r", "p", "salt", "cipher", "nonce", "ciphertext", "name"]
+KEYS = [
+    "mediaType",
+    "digest",
+    "size",
+    "annotations",
+    "platform",
+    "manifests",
+    "layers",
+    "config",
+    "subject",
+    "schemaVersion",
+    "artifactType",
+    "os",
+    "architecture",
+    "component",
+    "imports",
+    "exports",
+    "target",
+    "Labels",
+    "Entrypoint",
+    "Env",
+    "imageLayoutVersion",
+    "org.opencontainers.image.ref.name",
+    "org.opencontainers.image.title",
+    "rules",
+    "default",
+    "scope",
+    "mode",
+    "keys",
+    "critical",
+    "image",
+    "docker-manifest-digest",
+    "type",
+    "dsseEnvelope",
+    "payload",
+    "payloadType",
+    "signatures",
+    "sig",
+    "verificationMaterial",
+    "publicKey",
+    "hint",
+    "_type",
+    "predicateType",
+    "subject",
+    "kdf",
+    "params",
+    "N",
+    "r",
+    "p",
+    "salt",
+    "cipher",
+    "nonce",
+    "ciphertext",
+    "name",
+]
 
 scalars = st.one_of(
-    st.none(), st.booleans(),
+    st.none(),
+    st.booleans(),
     st.integers(min_value=-(2**70), max_value=2**70),
     st.sampled_from([0, -1, 1, 2**31, 2**53, 2**53 + 1, 2**63, 2**64, 10**30]),
     st.floats(allow_nan=True, allow_infinity=True),
@@ -201,8 +283,23 @@ json_values = st.recursive(
 )
 raw_bytes = st.one_of(
     st.binary(max_size=300),
-    st.sampled_from([b"", b"null", b"[]", b'""', b"{", b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
-                     b"\xff\xfe{}", "{}".encode("utf-16"), b'{"a":1,"a":2}', b"9" * 5000, b"NaN", b"\x00" * 64]),
+    st.sampled_from(
+        [
+            b"",
+            b"null",
+            b"[]",
+            b'""',
+            b"{",
+            b"[" * 100_000 + b"]" * 100_000,
+            b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+            b"\xff\xfe{}",
+            "{}".encode("utf-16"),
+            b'{"a":1,"a":2}',
+            b"9" * 5000,
+            b"NaN",
+            b"\x00" * 64,
+        ]
+    ),
 )
 
 
@@ -210,10 +307,10 @@ def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     out = [prefix]
     if isinstance(doc, dict):
         for k, v in doc.items():
-            out += _paths(v, prefix + (k,))
+            out += _paths(v, (*prefix, k))
     elif isinstance(doc, list):
         for i, v in enumerate(doc):
-            out += _paths(v, prefix + (i,))
+            out += _paths(v, (*prefix, i))
     return out
 
 
@@ -250,8 +347,25 @@ def encode(doc: Any) -> bytes:
 
 # == 1. references =================================================================================
 hosts = st.one_of(
-    st.sampled_from(["localhost", "127.0.0.1:5000", "[::1]:5000", "[::1", "a..b:99999", "registry.example", "x:0",
-                     "x:65536", "-a.b", "[]:1", "[zz]", "a.b:", "docker.io", "ÿ.com", "a" * 300 + ".com"]),
+    st.sampled_from(
+        [
+            "localhost",
+            "127.0.0.1:5000",
+            "[::1]:5000",
+            "[::1",
+            "a..b:99999",
+            "registry.example",
+            "x:0",
+            "x:65536",
+            "-a.b",
+            "[]:1",
+            "[zz]",
+            "a.b:",
+            "docker.io",
+            "ÿ.com",
+            "a" * 300 + ".com",
+        ]
+    ),
     st.from_regex(r"[a-z0-9.\-\[\]:]{1,30}", fullmatch=True),
 )
 repos = st.one_of(st.from_regex(r"[a-z0-9._/\-]{0,40}", fullmatch=True), st.text(max_size=20))
@@ -267,8 +381,14 @@ def reference_texts(draw: st.DrawFn) -> str:
     tag, digest = draw(tags), draw(digests)
     tail = (f":{tag}" if tag is not None else "") + (f"@{digest}" if digest is not None else "")
     if kind == "layout":
-        path = draw(st.one_of(st.text(max_size=40), st.sampled_from(["/" + "a" * 5000, "/" + "a/" * 3000, "/tmp/" + "b" * 300,
-                                                                     "/dev/null", "/proc/self/fd/0", "\x00", ".", ""])))
+        path = draw(
+            st.one_of(
+                st.text(max_size=40),
+                st.sampled_from(
+                    ["/" + "a" * 5000, "/" + "a/" * 3000, "/tmp/" + "b" * 300, "/dev/null", "/proc/self/fd/0", "\x00", ".", ""]
+                ),
+            )
+        )
         return "oci:" + path + tail
     if kind == "registry":
         return f"{draw(hosts)}/{draw(repos)}{tail}"
@@ -308,13 +428,23 @@ def layouts(draw: st.DrawFn) -> dict[str, Any]:
     manifest, config, _layer = _hello_docs()
     index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [{"annotations": {"org.opencontainers.image.ref.name": "v1"}}]}
     target = draw(st.sampled_from(["index", "manifest", "config", "oci-layout", "file", "raw"]))
-    plan: dict[str, Any] = {"target": target, "manifest": manifest, "config": config, "index": index, "oci-layout": {"imageLayoutVersion": "1.0.0"},
-                            "rehash": draw(st.booleans()), "file": None, "raw": None}
+    plan: dict[str, Any] = {
+        "target": target,
+        "manifest": manifest,
+        "config": config,
+        "index": index,
+        "oci-layout": {"imageLayoutVersion": "1.0.0"},
+        "rehash": draw(st.booleans()),
+        "file": None,
+        "raw": None,
+    }
     if target in ("index", "manifest", "config", "oci-layout"):
         plan[target] = draw(mutated(plan[target] if target != "index" else {**index, "manifests": [{"placeholder": True}]}))
     elif target == "file":
-        plan["file"] = (draw(st.sampled_from(["oci-layout", "index.json", "manifest", "config", "layer"])),
-                        draw(st.sampled_from(["delete", "directory", "truncate", "dev_zero", "empty", "symlink_loop", "unreadable"])))
+        plan["file"] = (
+            draw(st.sampled_from(["oci-layout", "index.json", "manifest", "config", "layer"])),
+            draw(st.sampled_from(["delete", "directory", "truncate", "dev_zero", "empty", "symlink_loop", "unreadable"])),
+        )
     else:
         plan["raw"] = (draw(st.sampled_from(["index.json", "manifest", "config", "oci-layout"])), draw(raw_bytes))
     return plan
@@ -337,17 +467,22 @@ def build_layout(root: Path, plan: dict[str, Any]) -> None:
     paths["config"] = put(config_bytes)
     manifest = plan["manifest"]
     if plan["rehash"] and plan["target"] == "config" and isinstance(manifest, dict) and isinstance(manifest.get("config"), dict):
-        manifest = {**manifest, "config": {**manifest["config"], "digest": "sha256:" + hashlib.sha256(config_bytes).hexdigest(), "size": len(config_bytes)}}
+        manifest = {
+            **manifest,
+            "config": {**manifest["config"], "digest": "sha256:" + hashlib.sha256(config_bytes).hexdigest(), "size": len(config_bytes)},
+        }
     manifest_bytes = encode(manifest)
     if plan["target"] == "raw" and plan["raw"][0] == "manifest":
         manifest_bytes = plan["raw"][1]
     paths["manifest"] = put(manifest_bytes)
     index = plan["index"]
-    entry = _desc(OCI_MANIFEST, manifest_bytes if (plan["rehash"] or plan["target"] != "manifest") else hello_artifact().manifest,
-                  annotations={"org.opencontainers.image.ref.name": "v1"})
+    entry = _desc(
+        OCI_MANIFEST,
+        manifest_bytes if (plan["rehash"] or plan["target"] != "manifest") else hello_artifact().manifest,
+        annotations={"org.opencontainers.image.ref.name": "v1"},
+    )
     if plan["target"] == "index":
         # the mutated index keeps a real entry for `v1` next to the mutations, so parsing reaches them
-        index = index if isinstance(index, dict) else index
         if isinstance(index, dict) and isinstance(index.get("manifests"), list):
             index["manifests"] = [entry if m == {"placeholder": True} else m for m in index["manifests"]]
     else:
@@ -448,8 +583,16 @@ def test_layout_fifo_blob_is_bounded(tmp_path: Path) -> None:
     from wasm_oci.oci import distribution as api
 
     manifest, config, _ = _hello_docs()
-    plan = {"target": "none", "manifest": manifest, "config": config, "oci-layout": {"imageLayoutVersion": "1.0.0"},
-            "index": {"schemaVersion": 2, "manifests": []}, "rehash": False, "file": None, "raw": None}
+    plan = {
+        "target": "none",
+        "manifest": manifest,
+        "config": config,
+        "oci-layout": {"imageLayoutVersion": "1.0.0"},
+        "index": {"schemaVersion": 2, "manifests": []},
+        "rehash": False,
+        "file": None,
+        "raw": None,
+    }
     src = tmp_path / "src"
     build_layout(src, plan)
     layer = src / "blobs" / "sha256" / hashlib.sha256(hello_artifact().layer).hexdigest()
@@ -468,24 +611,28 @@ def stored_artifacts(draw: st.DrawFn) -> tuple[Any, Any]:
 
     manifest, config, layer = _hello_docs()
     store = MemoryStore()
-    store._blobs["sha256:" + hashlib.sha256(layer).hexdigest()] = layer  # noqa: SLF001 - the test plants content directly
+    store._blobs["sha256:" + hashlib.sha256(layer).hexdigest()] = layer
     config_bytes = draw(st.one_of(st.just(encode(config)), st.builds(encode, mutated(config)), raw_bytes))
     config_type = draw(st.sampled_from([mediatypes.OCI_IMAGE_CONFIG, mediatypes.WASM_CONFIG, mediatypes.OCI_EMPTY, "application/x-other"]))
-    store._blobs["sha256:" + hashlib.sha256(config_bytes).hexdigest()] = config_bytes  # noqa: SLF001
+    store._blobs["sha256:" + hashlib.sha256(config_bytes).hexdigest()] = config_bytes
     manifest["config"] = _desc(config_type, config_bytes)
     kind = draw(st.sampled_from(["manifest", "index"]))
     doc = draw(mutated(manifest)) if draw(st.booleans()) else manifest
     data = draw(st.one_of(st.just(encode(doc)), raw_bytes)) if draw(st.integers(0, 9)) == 0 else encode(doc)
     if kind == "index":
-        store._blobs["sha256:" + hashlib.sha256(data).hexdigest()] = data  # noqa: SLF001
-        index = {"schemaVersion": 2, "mediaType": OCI_INDEX,
-                 "manifests": [_desc(OCI_MANIFEST, data, platform={"architecture": "wasm", "os": "wasip2"})]}
+        store._blobs["sha256:" + hashlib.sha256(data).hexdigest()] = data
+        index = {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [_desc(OCI_MANIFEST, data, platform={"architecture": "wasm", "os": "wasip2"})],
+        }
         index = draw(mutated(index)) if draw(st.booleans()) else index
         data = encode(index)
-    media_type = draw(st.sampled_from([OCI_MANIFEST, OCI_INDEX, mediatypes.DOCKER_MANIFEST, mediatypes.DOCKER_MANIFEST_LIST,
-                                       "application/json"]))
+    media_type = draw(
+        st.sampled_from([OCI_MANIFEST, OCI_INDEX, mediatypes.DOCKER_MANIFEST, mediatypes.DOCKER_MANIFEST_LIST, "application/json"])
+    )
     desc = Descriptor.for_bytes(media_type, data)
-    store._blobs[desc.digest] = data  # noqa: SLF001
+    store._blobs[desc.digest] = data
     return store, desc
 
 
@@ -503,13 +650,17 @@ def test_artifact_read_and_copy(planted: tuple[Any, Any]) -> None:
     dst = MemoryStore()
     copied, _ = bounded("copy_graph (memory)", lambda: copy_graph(store, dst, desc, "t"))
     if copied is None:
-        assert "t" not in dst._tags, "a failed copy tagged its root"  # noqa: SLF001
+        assert "t" not in dst._tags, "a failed copy tagged its root"
 
 
 # == 4. trust policies =============================================================================
-VALID_POLICY = {"default": {"mode": "off"}, "rules": [
-    {"scope": "registry.example.com/acme", "mode": "enforce", "keys": ["acme.pub"]},
-    {"scope": "127.0.0.1:5000", "mode": "warn", "keys": []}]}
+VALID_POLICY = {
+    "default": {"mode": "off"},
+    "rules": [
+        {"scope": "registry.example.com/acme", "mode": "enforce", "keys": ["acme.pub"]},
+        {"scope": "127.0.0.1:5000", "mode": "warn", "keys": []},
+    ],
+}
 
 
 @pytest.fixture(scope="module")
@@ -564,8 +715,12 @@ def _valid_bundle_doc(key: Any, digest: str) -> dict[str, Any]:
 
 
 def _statement(digest: str) -> dict[str, Any]:
-    return {"_type": "https://in-toto.io/Statement/v1", "subject": [{"digest": {"sha256": digest.split(":")[1]}}],
-            "predicateType": "https://sigstore.dev/cosign/sign/v1", "predicate": {}}
+    return {
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"digest": {"sha256": digest.split(":")[1]}}],
+        "predicateType": "https://sigstore.dev/cosign/sign/v1",
+        "predicate": {},
+    }
 
 
 @examples(400)
@@ -591,8 +746,14 @@ def test_bundle_claimed_digests(payload: bytes) -> None:
         assert all(isinstance(c, str) for c in claims)
 
 
-SIMPLE = {"critical": {"identity": {"docker-reference": "r/x"}, "image": {"docker-manifest-digest": DIGEST},
-                       "type": "cosign container image signature"}, "optional": None}
+SIMPLE = {
+    "critical": {
+        "identity": {"docker-reference": "r/x"},
+        "image": {"docker-manifest-digest": DIGEST},
+        "type": "cosign container image signature",
+    },
+    "optional": None,
+}
 
 
 @examples(600)
@@ -624,7 +785,7 @@ def unsigned_subject_store(signer: Any) -> tuple[Any, Any, Any]:
     store.push_manifest(other, other_bytes, "other")
     ref = LayoutReference(Path("/nonexistent-fuzz-layout"), "v1")
     attach.sign(store, ref, other, signer)
-    tags = store._tags  # noqa: SLF001 - the test plants content directly
+    tags = store._tags
     tags[referrers.fallback_tag(subject.digest)] = tags[referrers.fallback_tag(other.digest)]
     tags[simplesigning.tag(subject.digest)] = tags[simplesigning.tag(other.digest)]
     return store, ref, subject
@@ -638,9 +799,9 @@ def hostile_signature_stores(draw: st.DrawFn, base: tuple[Any, Any, Any]) -> Any
 
     source, _ref, subject = base
     store = MemoryStore()
-    store._blobs = dict(source._blobs)  # noqa: SLF001
-    store._tags = dict(source._tags)  # noqa: SLF001
-    blobs, tags = store._blobs, store._tags  # noqa: SLF001
+    store._blobs = dict(source._blobs)
+    store._tags = dict(source._tags)
+    blobs, tags = store._blobs, store._tags
     for _ in range(draw(st.integers(0, 3))):
         victim = draw(st.sampled_from(sorted(blobs)))
         if victim == subject.digest:
@@ -688,8 +849,9 @@ def key_material(signer: Any) -> dict[str, Any]:
         "cosign_doc": json.loads(base64.b64decode(body)),
         "public": signer.public().pem(),
         "pkcs8": signer.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
-        "pkcs8_enc": signer.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                              serialization.BestAvailableEncryption(b"pw")),
+        "pkcs8_enc": signer.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"pw")
+        ),
         "p384": p384.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
         "p384_pub": p384.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
         "rsa_pub": rsa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
@@ -698,15 +860,25 @@ def key_material(signer: Any) -> dict[str, Any]:
 
 def cosign_pem(doc: Any, label: str = "ENCRYPTED SIGSTORE PRIVATE KEY") -> bytes:
     body = base64.b64encode(encode(doc)).decode()
-    lines = [body[i: i + 64] for i in range(0, len(body), 64)]
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
     return "\n".join([f"-----BEGIN {label}-----", *lines, f"-----END {label}-----", ""]).encode()
 
 
 ABSURD_SCRYPT = [
-    {"N": 2**40, "r": 8, "p": 1}, {"N": 65536, "r": 2**20, "p": 1}, {"N": 65536, "r": 8, "p": 2**30},
-    {"N": 2**20, "r": 2**20, "p": 2**20}, {"N": 2**62, "r": 1, "p": 1}, {"N": 3, "r": 8, "p": 1}, {"N": 0, "r": 0, "p": 0},
-    {"N": -65536, "r": 8, "p": 1}, {"N": 65536.0, "r": 8, "p": 1}, {"N": "65536", "r": "8", "p": "1"}, {"N": 2**20, "r": 8, "p": 1},
-    {"N": True, "r": 8, "p": 1}, {"N": 65536, "r": 8}, {"N": 2**1000, "r": 8, "p": 1},
+    {"N": 2**40, "r": 8, "p": 1},
+    {"N": 65536, "r": 2**20, "p": 1},
+    {"N": 65536, "r": 8, "p": 2**30},
+    {"N": 2**20, "r": 2**20, "p": 2**20},
+    {"N": 2**62, "r": 1, "p": 1},
+    {"N": 3, "r": 8, "p": 1},
+    {"N": 0, "r": 0, "p": 0},
+    {"N": -65536, "r": 8, "p": 1},
+    {"N": 65536.0, "r": 8, "p": 1},
+    {"N": "65536", "r": "8", "p": "1"},
+    {"N": 2**20, "r": 8, "p": 1},
+    {"N": True, "r": 8, "p": 1},
+    {"N": 65536, "r": 8},
+    {"N": 2**1000, "r": 8, "p": 1},
 ]
 
 
@@ -718,9 +890,18 @@ def private_key_files(draw: st.DrawFn, material: dict[str, Any]) -> bytes:
         return cosign_pem(draw(mutated(material["cosign_doc"])), label)
     if kind == "scrypt":
         doc = copying.deepcopy(material["cosign_doc"])
-        doc["kdf"]["params"] = draw(st.one_of(st.sampled_from(ABSURD_SCRYPT),
-                                              st.fixed_dictionaries({"N": st.sampled_from([2**k for k in (1, 4, 14, 16, 20, 24, 32, 40, 63)]),
-                                                                     "r": st.integers(-1, 2**21), "p": st.integers(-1, 2**31)})))
+        doc["kdf"]["params"] = draw(
+            st.one_of(
+                st.sampled_from(ABSURD_SCRYPT),
+                st.fixed_dictionaries(
+                    {
+                        "N": st.sampled_from([2**k for k in (1, 4, 14, 16, 20, 24, 32, 40, 63)]),
+                        "r": st.integers(-1, 2**21),
+                        "p": st.integers(-1, 2**31),
+                    }
+                ),
+            )
+        )
         return cosign_pem(doc)
     if kind == "pem":
         pem = draw(st.sampled_from([material["pkcs8"], material["pkcs8_enc"], material["p384"], material["public"]])).decode()

@@ -36,10 +36,10 @@ if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
 from services.hostile_registry import (  # noqa: E402
-    MiB,
     OCI_INDEX,
     OCI_MANIFEST,
     HostileRegistry,
+    MiB,
     descriptor,
     gzip_bomb,
     hello_artifact,
@@ -62,7 +62,7 @@ SLACK = 4.0
 class Case:
     klass: str
     name: str
-    setup: Callable[["Env"], None]
+    setup: Callable[[Env], None]
     op: str = "pull-o"  # inspect, pull, pull-o, copy, signatures, verify (API: signing.verify with a key nothing is signed with)
     via: str = "api"  # api or cli
     expect: str = "any"  # error (must fail with a project error), ok (must succeed), any
@@ -248,7 +248,11 @@ MANIFEST_SHAPES: list[tuple[str, Callable[[Env], None], str]] = [
     ("layer_media_type_list", seed_doc(lambda d: _layer(d, mediaType=["application/wasm"])), "error"),
     ("layer_annotations_list", seed_doc(lambda d: _layer(d, annotations=["a"])), "any"),
     ("layer_annotations_nested", seed_doc(lambda d: _layer(d, annotations={"org.opencontainers.image.title": {"a": 1}})), "any"),
-    ("layer_title_traversal", seed_doc(lambda d: _layer(d, annotations={"org.opencontainers.image.title": "../../../../escape.wasm"})), "any"),
+    (
+        "layer_title_traversal",
+        seed_doc(lambda d: _layer(d, annotations={"org.opencontainers.image.title": "../../../../escape.wasm"})),
+        "any",
+    ),
     ("manifest_media_type_int", seed_doc(lambda d: d.update(mediaType=5)), "any"),
     ("manifest_annotations_list", seed_doc(lambda d: d.update(annotations=["x"])), "any"),
     ("manifest_subject_string", seed_doc(lambda d: d.update(subject="sha256:x")), "any"),
@@ -277,7 +281,11 @@ CONFIG_SHAPES: list[tuple[str, Callable[[Env], None], str]] = [
     ("config_labels_values_int", seed_config(b'{"config":{"Labels":{"dev.wasm-oci.component.imports":5}}}'), "any"),
     ("config_entrypoint_string", seed_config(b'{"config":{"Entrypoint":"/hello.wasm","Env":{"A":"B"}}}'), "any"),
     ("config_artifact_component_int", seed_config(b'{"component":5}', "application/vnd.wasm.config.v0+json"), "any"),
-    ("config_artifact_imports_mixed", seed_config(b'{"component":{"imports":[1,{"a":2}],"target":["x"]}}', "application/vnd.wasm.config.v0+json"), "any"),
+    (
+        "config_artifact_imports_mixed",
+        seed_config(b'{"component":{"imports":[1,{"a":2}],"target":["x"]}}', "application/vnd.wasm.config.v0+json"),
+        "any",
+    ),
     ("config_huge_declared", seed_doc(lambda d: d["config"].update(size=2**40)), "error"),
     ("config_media_type_unknown", seed_config(b"\xff\xfe", "application/x-unknown"), "any"),
 ]
@@ -333,11 +341,45 @@ REFERRER_SHAPES: list[tuple[str, Callable[[Env], None], str]] = [
     ("referrers_manifests_string", _ref_body(b'{"manifests":"x"}'), "any"),
     ("referrers_manifests_ints", _ref_body(b'{"manifests":[1,2]}'), "any"),
     ("referrers_entry_bad_types", _ref_body(b'{"manifests":[{"mediaType":5,"digest":[],"size":"x"}]}'), "any"),
-    ("referrers_entry_traversal", _ref_body(json.dumps({"manifests": [{"mediaType": OCI_MANIFEST, "digest": "sha256:../../../x", "size": 2, "artifactType": "application/vnd.dev.sigstore.bundle.v0.3+json"}]}).encode()), "any"),
+    (
+        "referrers_entry_traversal",
+        _ref_body(
+            json.dumps(
+                {
+                    "manifests": [
+                        {
+                            "mediaType": OCI_MANIFEST,
+                            "digest": "sha256:../../../x",
+                            "size": 2,
+                            "artifactType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+                        }
+                    ]
+                }
+            ).encode()
+        ),
+        "any",
+    ),
     ("referrers_deep", _ref_body(_deep(100_000)), "any"),
     ("referrers_non_utf8", _ref_body(b"\xff\xfe\xfd"), "any"),
-    ("referrers_annotations_list", _ref_body(json.dumps({"manifests": [{**descriptor(OCI_MANIFEST, b"x"), "annotations": [1]}]}).encode()), "any"),
-    ("referrers_ten_thousand", _ref_body(json.dumps({"manifests": [descriptor(OCI_MANIFEST, b"%d" % n, artifactType="application/vnd.dev.sigstore.bundle.v0.3+json") for n in range(10_000)]}).encode()), "any"),
+    (
+        "referrers_annotations_list",
+        _ref_body(json.dumps({"manifests": [{**descriptor(OCI_MANIFEST, b"x"), "annotations": [1]}]}).encode()),
+        "any",
+    ),
+    (
+        "referrers_ten_thousand",
+        _ref_body(
+            json.dumps(
+                {
+                    "manifests": [
+                        descriptor(OCI_MANIFEST, b"%d" % n, artifactType="application/vnd.dev.sigstore.bundle.v0.3+json")
+                        for n in range(10_000)
+                    ]
+                }
+            ).encode()
+        ),
+        "any",
+    ),
 ]
 
 # inspect reads no layer, so a layer's wrong size or digest is not its to find; copy moves any OCI
@@ -356,12 +398,17 @@ SHAPE_CASES = (
     [Case("shapes", n, s, op, "api", _expect(n, op, e)) for n, s, e in MANIFEST_SHAPES for op in ("inspect", "pull-o", "copy")]
     + [Case("shapes", n, s, op, "api", e) for n, s, e in CONFIG_SHAPES + INDEX_SHAPES for op in ("inspect", "pull")]
     + [Case("shapes", n, s, op, "api", e) for n, s, e in HEADER_SHAPES for op in ("pull-o", "copy")]
-    + [Case("shapes", "get_swapped_by_digest", _swap_setup, "pull-o", "api", "error"),
-       Case("shapes", "get_swapped_by_digest", _swap_setup, "copy", "api", "error")]
+    + [
+        Case("shapes", "get_swapped_by_digest", _swap_setup, "pull-o", "api", "error"),
+        Case("shapes", "get_swapped_by_digest", _swap_setup, "copy", "api", "error"),
+    ]
     + [Case("shapes", n, s, "signatures", "api", e) for n, s, e in REFERRER_SHAPES]
     + [Case("shapes", n, s, "verify", "api", "error") for n, s, e in REFERRER_SHAPES]
-    + [Case("shapes", n, s, "pull-o", "cli", e) for n, s, e in MANIFEST_SHAPES if n in
-       ("manifest_is_list", "layer_size_negative", "layer_digest_traversal", "deep_nesting_list", "non_utf8")]
+    + [
+        Case("shapes", n, s, "pull-o", "cli", e)
+        for n, s, e in MANIFEST_SHAPES
+        if n in ("manifest_is_list", "layer_size_negative", "layer_digest_traversal", "deep_nesting_list", "non_utf8")
+    ]
     + [Case("shapes", n, s, "inspect", "cli", e) for n, s, e in REFERRER_SHAPES if n in ("referrers_deep", "referrers_manifests_ints")]
     + [Case("shapes", n, s, "pull", "cli", e) for n, s, e in HEADER_SHAPES if n in ("head_no_digest_honest", "head_content_length_text")]
 )
@@ -389,11 +436,19 @@ TRANSPORT: list[tuple[str, Callable[[Env], None], str]] = []
 for _on in ("manifest", "manifest-get", "blob"):
     for _name in RAW:
         TRANSPORT.append((f"{_name}_on_{_on}", _raw(_on, _name), "error"))
-    TRANSPORT.append((f"reset_mid_body_on_{_on}", honest("transport.raw", on=_on, raw=_PART + b"Content-Length: 7749\r\n\r\n" + b"\0" * 100, reset=True), "error"))
+    TRANSPORT.append(
+        (
+            f"reset_mid_body_on_{_on}",
+            honest("transport.raw", on=_on, raw=_PART + b"Content-Length: 7749\r\n\r\n" + b"\0" * 100, reset=True),
+            "error",
+        )
+    )
     TRANSPORT.append((f"redirect_loop_on_{_on}", honest("transport.redirect", on=_on, location="self"), "error"))
     TRANSPORT.append((f"redirect_ftp_on_{_on}", honest("transport.redirect", on=_on, location="ftp://127.0.0.1/x"), "error"))
     TRANSPORT.append((f"redirect_file_on_{_on}", honest("transport.redirect", on=_on, location="file:///etc/passwd"), "error"))
-    TRANSPORT.append((f"redirect_unresolvable_on_{_on}", honest("transport.redirect", on=_on, location="http://no-such-host.invalid/x"), "error"))
+    TRANSPORT.append(
+        (f"redirect_unresolvable_on_{_on}", honest("transport.redirect", on=_on, location="http://no-such-host.invalid/x"), "error")
+    )
     TRANSPORT.append((f"redirect_no_scheme_on_{_on}", honest("transport.redirect", on=_on, location="//"), "error"))
     TRANSPORT.append((f"status_500_forever_on_{_on}", honest("transport.status", on=_on, status=500), "error"))
     TRANSPORT.append((f"status_429_forever_on_{_on}", honest("transport.status", on=_on, status=429), "error"))
@@ -401,12 +456,27 @@ TRANSPORT.append(("redirect_crlf_location", honest("transport.redirect", on="blo
 
 TRANSPORT_CASES = (
     [Case("transport", n, s, "pull-o", "api", e) for n, s, e in TRANSPORT]
-    + [Case("transport", "redirect_blob_to_other_host", redirect_to_peer("blob"), op, "api", "any", creds=True) for op in ("pull-o", "copy")]
+    + [
+        Case("transport", "redirect_blob_to_other_host", redirect_to_peer("blob"), op, "api", "any", creds=True)
+        for op in ("pull-o", "copy")
+    ]
     + [Case("transport", "redirect_blob_to_other_host", redirect_to_peer("blob"), "pull-o", "cli", "any", creds=True)]
-    + [Case("transport", n, s, "pull-o", "cli", e) for n, s, e in TRANSPORT if n in (
-        "redirect_loop_on_manifest", "redirect_ftp_on_blob", "redirect_file_on_blob", "garbage_chunked_on_blob",
-        "content_length_text_on_manifest", "reset_mid_body_on_blob", "bad_status_line_on_manifest")]
+    + [
+        Case("transport", n, s, "pull-o", "cli", e)
+        for n, s, e in TRANSPORT
+        if n
+        in (
+            "redirect_loop_on_manifest",
+            "redirect_ftp_on_blob",
+            "redirect_file_on_blob",
+            "garbage_chunked_on_blob",
+            "content_length_text_on_manifest",
+            "reset_mid_body_on_blob",
+            "bad_status_line_on_manifest",
+        )
+    ]
 )
+
 
 # -- slow --------------------------------------------------------------------------------------
 def _slow_token(env: Env) -> None:
@@ -426,10 +496,37 @@ SLOW: list[tuple[str, Callable[[Env], None], str]] = [
 ]
 SLOW_CASES = (
     [Case("slow", n, s, "pull-o", "api", e, deadline=True, bound=DEADLINE + SLACK) for n, s, e in SLOW]
-    + [Case("slow", "trickle_referrers", honest("slow.trickle", on="referrers"), "signatures", "api", "error", deadline=True, bound=DEADLINE + SLACK)]
-    + [Case("slow", n, s, "pull-o", "cli", e, deadline=True, bound=DEADLINE + SLACK + 2) for n, s, e in SLOW if n in ("trickle_blob", "trickle_manifest_resolve_get", "trickle_token_service")]
-    + [Case("slow", "trickle_referrers", honest("slow.trickle", on="referrers"), "inspect", "cli", "error", deadline=True, bound=DEADLINE + SLACK + 2)]
+    + [
+        Case(
+            "slow",
+            "trickle_referrers",
+            honest("slow.trickle", on="referrers"),
+            "signatures",
+            "api",
+            "error",
+            deadline=True,
+            bound=DEADLINE + SLACK,
+        )
+    ]
+    + [
+        Case("slow", n, s, "pull-o", "cli", e, deadline=True, bound=DEADLINE + SLACK + 2)
+        for n, s, e in SLOW
+        if n in ("trickle_blob", "trickle_manifest_resolve_get", "trickle_token_service")
+    ]
+    + [
+        Case(
+            "slow",
+            "trickle_referrers",
+            honest("slow.trickle", on="referrers"),
+            "inspect",
+            "cli",
+            "error",
+            deadline=True,
+            bound=DEADLINE + SLACK + 2,
+        )
+    ]
 )
+
 
 # -- endless / bomb (CLI, with a memory bound) -------------------------------------------------
 def _big_token(env: Env) -> None:
@@ -456,6 +553,7 @@ BOMB: list[tuple[str, Callable[[Env], None], str, str]] = [
     ("error_body_100MiB_on_referrers", honest("auth.error_body", on="referrers", status=500), "inspect", "any"),
 ]
 BOMB_CASES = [Case("bomb", n, s, op, "cli", e, memory=True, bound=CLI_BOUND) for n, s, op, e in BOMB]
+
 
 # -- pagination --------------------------------------------------------------------------------
 def _paginate(nxt: str | Callable[[Env], str], creds: bool = False) -> Callable[[Env], None]:
@@ -484,12 +582,16 @@ PAGINATION: list[tuple[str, Callable[[Env], None], str, bool]] = [
     ("link_relative_no_slash", _paginate("page2"), "any", False),
     ("link_crlf", _paginate("/v2/x\r\nX-Evil: 1"), "any", False),
 ]
-PAGINATION_CASES = (
-    [Case("pagination", n, s, op, "api", e if op == "signatures" else "error", creds=c, bound=API_BOUND)
-     for n, s, e, c in PAGINATION for op in ("signatures", "verify")]
-    + [Case("pagination", n, s, "inspect", "cli", e, creds=c, bound=CLI_BOUND, memory=True) for n, s, e, c in PAGINATION
-       if n in ("link_self_loop", "link_endless_chain", "link_other_host_with_creds")]
-)
+PAGINATION_CASES = [
+    Case("pagination", n, s, op, "api", e if op == "signatures" else "error", creds=c, bound=API_BOUND)
+    for n, s, e, c in PAGINATION
+    for op in ("signatures", "verify")
+] + [
+    Case("pagination", n, s, "inspect", "cli", e, creds=c, bound=CLI_BOUND, memory=True)
+    for n, s, e, c in PAGINATION
+    if n in ("link_self_loop", "link_endless_chain", "link_other_host_with_creds")
+]
+
 
 # -- fan-out -----------------------------------------------------------------------------------
 def _variant(n: int) -> bytes:
@@ -517,7 +619,9 @@ def _nested(depth: int) -> Callable[[Env], None]:
         art = env.reg.seed_hello(tag="honest")
         child = descriptor(OCI_MANIFEST, art.manifest, platform={"architecture": "wasm", "os": "wasip2"})
         for level in range(depth):
-            doc = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [child], "annotations": {"level": str(level)}}).encode()
+            doc = json.dumps(
+                {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [child], "annotations": {"level": str(level)}}
+            ).encode()
             env.reg.put_manifest(doc, None, OCI_INDEX)
             child = descriptor(OCI_INDEX, doc, platform={"architecture": "wasm", "os": "wasip2"})
         top = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [child]}).encode()
@@ -569,11 +673,12 @@ FANOUT: list[tuple[str, Callable[[Env], None], str]] = [
     ("manifest_same_layer_500", _many_layers(False), "any"),
 ]
 FANOUT_BOUND = 10.0
-FANOUT_CASES = (
-    [Case("fanout", n, s, op, "api", e, bound=FANOUT_BOUND) for n, s, e in FANOUT for op in ("pull", "copy", "inspect")]
-    + [Case("fanout", n, s, "pull", "cli", e, bound=FANOUT_BOUND + 3, memory=True) for n, s, e in FANOUT
-       if n in ("index_same_child_10000", "index_distinct_children_5000", "nested_indexes_50", "wide_and_deep_32x500")]
-)
+FANOUT_CASES = [Case("fanout", n, s, op, "api", e, bound=FANOUT_BOUND) for n, s, e in FANOUT for op in ("pull", "copy", "inspect")] + [
+    Case("fanout", n, s, "pull", "cli", e, bound=FANOUT_BOUND + 3, memory=True)
+    for n, s, e in FANOUT
+    if n in ("index_same_child_10000", "index_distinct_children_5000", "nested_indexes_50", "wide_and_deep_32x500")
+]
+
 
 # -- auth --------------------------------------------------------------------------------------
 def _challenge(header: str) -> Callable[[Env], None]:
@@ -627,11 +732,11 @@ AUTH: list[tuple[str, Callable[[Env], None], str, bool]] = [
     ("token_redirect_ftp", _token_service(None, on="token", location="ftp://127.0.0.1/x"), "error", True),
     ("token_redirect_loop", _token_service(None, on="token", location="self"), "error", True),
 ]
-AUTH_CASES = (
-    [Case("auth", n, s, "pull-o", "api", e, creds=c, bound=API_BOUND) for n, s, e, c in AUTH]
-    + [Case("auth", n, s, "pull-o", "cli", e, creds=c, bound=CLI_BOUND) for n, s, e, c in AUTH
-       if n in ("challenge_garbage", "challenge_realm_ftp", "token_service_other_host_ok", "token_list", "token_crlf", "token_deep")]
-)
+AUTH_CASES = [Case("auth", n, s, "pull-o", "api", e, creds=c, bound=API_BOUND) for n, s, e, c in AUTH] + [
+    Case("auth", n, s, "pull-o", "cli", e, creds=c, bound=CLI_BOUND)
+    for n, s, e, c in AUTH
+    if n in ("challenge_garbage", "challenge_realm_ftp", "token_service_other_host_ok", "token_list", "token_crlf", "token_deep")
+]
 
 ALL_CASES = SHAPE_CASES + TRANSPORT_CASES + SLOW_CASES + BOMB_CASES + PAGINATION_CASES + FANOUT_CASES + AUTH_CASES
 
@@ -663,7 +768,7 @@ def _class_summary(request: pytest.FixtureRequest) -> Iterator[None]:
     name = "hostile-registry-tally"
     if not request.config.pluginmanager.has_plugin(name):
         request.config.pluginmanager.register(tally, name)
-    yield
+    return
 
 
 # == running one case ==============================================================================
@@ -751,7 +856,7 @@ def run_api(case: Case, env: Env) -> Outcome:
     def target() -> None:
         try:
             box["result"] = call()
-        except BaseException as exc:  # noqa: BLE001 - judged below
+        except BaseException as exc:
             box["error"] = exc
 
     bound = case.bound or API_BOUND
@@ -800,8 +905,9 @@ def run_cli(case: Case, env: Env) -> Outcome:
     }
     bound = case.bound or CLI_BOUND
     start = time.monotonic()
-    proc = subprocess.Popen([WASM_OCI, *cli_args(case, env)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=child_env)
+    proc = subprocess.Popen(
+        [WASM_OCI, *cli_args(case, env)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env
+    )
     chunks: dict[str, list[bytes]] = {"out": [], "err": []}
 
     def drain(pipe: Any, into: list[bytes]) -> None:
@@ -809,8 +915,10 @@ def run_cli(case: Case, env: Env) -> Outcome:
             if sum(map(len, into)) < 1 * MiB:
                 into.append(block)
 
-    readers = [threading.Thread(target=drain, args=(proc.stdout, chunks["out"]), daemon=True),
-               threading.Thread(target=drain, args=(proc.stderr, chunks["err"]), daemon=True)]
+    readers = [
+        threading.Thread(target=drain, args=(proc.stdout, chunks["out"]), daemon=True),
+        threading.Thread(target=drain, args=(proc.stderr, chunks["err"]), daemon=True),
+    ]
     for r in readers:
         r.start()
     status, peak, killed = 0, 0, False
@@ -832,8 +940,7 @@ def run_cli(case: Case, env: Env) -> Outcome:
     stderr = b"".join(chunks["err"]).decode(errors="replace")
     if killed:
         pytest.fail(f"{case.id}: wasm-oci still running after {bound + 5:.0f}s; killed. stderr: {stderr[-400:]!r}", pytrace=False)
-    return Outcome(proc.returncode == 0, None, elapsed, stderr=stderr, returncode=proc.returncode,
-                   maxrss=peak or None)
+    return Outcome(proc.returncode == 0, None, elapsed, stderr=stderr, returncode=proc.returncode, maxrss=peak or None)
 
 
 def _vm_hwm(pid: int) -> int:
@@ -852,14 +959,13 @@ def _layout_problems(root: Path, allow_tags: bool) -> list[str]:
     if not root.exists():
         return problems
     for path in root.rglob("*"):
-        if path.is_file() and (path.name.endswith(".tmp") or path.name.startswith(".") and path.name != ".lock"):
+        if path.is_file() and (path.name.endswith(".tmp") or (path.name.startswith(".") and path.name != ".lock")):
             problems.append(f"temp file left behind: {path}")
     blobs = root / "blobs"
     if blobs.exists():
         for path in blobs.rglob("*"):
-            if path.is_file() and path.parent.name == "sha256":
-                if hashlib.sha256(path.read_bytes()).hexdigest() != path.name:
-                    problems.append(f"blob with content not matching its name: {path}")
+            if path.is_file() and path.parent.name == "sha256" and hashlib.sha256(path.read_bytes()).hexdigest() != path.name:
+                problems.append(f"blob with content not matching its name: {path}")
     index = root / "index.json"
     if not allow_tags and index.exists():
         try:
@@ -883,16 +989,16 @@ def check_state(case: Case, env: Env, outcome: Outcome) -> None:
             problems.append(f"stray files next to the output: {strays}")
     if not outcome.ok and env.out.exists():
         problems.append(f"output file {env.out} exists after a failure")
-    if outcome.ok and case.op == "pull-o":
-        if not env.out.exists() or env.out.read_bytes() != hello_artifact().layer:
-            problems.append("pull -o reported success but the output is not the served wasm layer")
+    if outcome.ok and case.op == "pull-o" and (not env.out.exists() or env.out.read_bytes() != hello_artifact().layer):
+        problems.append("pull -o reported success but the output is not the served wasm layer")
     assert not problems, f"{case.id}: " + "; ".join(problems)
 
 
 def check_credentials(env: Env) -> None:
     leaked = [s for s in env.peer.requests_seen() if s.authorization and urlpath(s.path) not in env.peer_auth_paths]
     assert not leaked, f"credentials sent to another host ({env.peer.host}): " + ", ".join(
-        f"{s.method} {s.path[:80]} Authorization={s.authorization[:20]}..." for s in leaked)
+        f"{s.method} {s.path[:80]} Authorization={s.authorization[:20]}..." for s in leaked
+    )
     if env.reg.basic:
         basic = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
         to_peer = [s for s in env.peer.requests_seen() if s.authorization == basic and urlpath(s.path) != "/token"]
@@ -915,8 +1021,9 @@ def judge(case: Case, outcome: Outcome, expected: str | None = None) -> None:
     if case.via == "api":
         if outcome.error is not None and not isinstance(outcome.error, WasmOciError):
             exc = outcome.error
-            pytest.fail(f"{case.id}: {type(exc).__module__}.{type(exc).__name__} escaped at {_escape_point(exc)}: {str(exc)[:300]}",
-                        pytrace=False)
+            pytest.fail(
+                f"{case.id}: {type(exc).__module__}.{type(exc).__name__} escaped at {_escape_point(exc)}: {str(exc)[:300]}", pytrace=False
+            )
         if case.expect == "error":
             assert not outcome.ok, f"{case.id}: hostile answer accepted (expected a project error)"
         if case.expect == "ok":
@@ -934,7 +1041,8 @@ def judge(case: Case, outcome: Outcome, expected: str | None = None) -> None:
         if outcome.returncode != 0:
             lines = [line for line in err.splitlines() if line.startswith("wasm-oci: error:")]
             assert len(lines) == 1 and len(err.strip().splitlines()) == 1, (
-                f"{case.id}: exit {outcome.returncode} with stderr not one 'wasm-oci: error:' line: {err[-600:]!r}")
+                f"{case.id}: exit {outcome.returncode} with stderr not one 'wasm-oci: error:' line: {err[-600:]!r}"
+            )
         if case.memory and outcome.maxrss is not None:
             assert outcome.maxrss < MEMORY_BOUND, f"{case.id}: peak RSS {outcome.maxrss / MiB:.0f} MiB >= {MEMORY_BOUND / MiB:.0f} MiB"
     assert outcome.elapsed < bound, f"{case.id}: took {outcome.elapsed:.1f}s, over the {bound:.0f}s bound"

@@ -9,16 +9,13 @@ from services.containerd import ContainerdServer
 from services.registry import RegistryServer
 from services.tools import ToolRunner
 from services.wasmgen import HELLO, MODULE
-
 from wasm_oci.oci import distribution as api
 from wasm_oci.oci.options import RegistryOptions
 
 PLAIN = RegistryOptions(plain_http=True)
 
 
-def test_oras_pulls_what_we_push_byte_identical(
-    private_home: Path, registry: RegistryServer, oras_cli: ToolRunner, tmp_path: Path
-) -> None:
+def test_oras_pulls_what_we_push_byte_identical(private_home: Path, registry: RegistryServer, oras_cli: ToolRunner, tmp_path: Path) -> None:
     ref = f"{registry.host}/interop/ours:1"
     pushed = api.push(str(HELLO), ref, PLAIN, PLAIN).descriptor
     assert oras_cli("resolve", "--plain-http", ref).stdout.strip() == pushed.digest
@@ -29,7 +26,7 @@ def test_oras_pulls_what_we_push_byte_identical(
     assert (out / "hello.wasm").read_bytes() == ours
     layer = json.loads(manifest)["layers"][0]["digest"]
     blob = tmp_path / "blob"
-    oras_cli("blob", "fetch", "--plain-http", f"{ref.split(':1')[0]}@{layer}", "--output", blob)
+    oras_cli("blob", "fetch", "--plain-http", f"{ref.split(':1', maxsplit=1)[0]}@{layer}", "--output", blob)
     assert blob.read_bytes() == HELLO.read_bytes()
 
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from services.registry import RegistryServer, plain_registry
 from services.tools import ToolRunner
 from services.wasmgen import HELLO, padded_component

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
 from services.tools import ToolRunner
 from services.wasmgen import HELLO, MODULE
-
 from wasm_oci.errors import InvalidWasm
-from wasm_oci.oci import distribution as api, mediatypes, wasminfo
+from wasm_oci.oci import distribution as api
+from wasm_oci.oci import mediatypes, wasminfo
 from wasm_oci.oci.package import PackageOptions
 
-EPOCH = datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+EPOCH = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def test_component_world_is_read_from_the_binary() -> None:

@@ -50,9 +50,7 @@ def test_message_modules_do_not_import_grpc() -> None:
 
 def test_transport_core_does_not_import_grpc() -> None:
     code = (
-        "import json, sys\n"
-        "import wasm_oci.shim.transport.ttrpc, wasm_oci.shim.transport.events\n"
-        "print(json.dumps('grpc' in sys.modules))"
+        "import json, sys\nimport wasm_oci.shim.transport.ttrpc, wasm_oci.shim.transport.events\nprint(json.dumps('grpc' in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) is False

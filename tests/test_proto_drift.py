@@ -25,7 +25,6 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib.resources import files as resource_files
-from pathlib import Path
 
 import pytest
 from google.protobuf import descriptor_pb2
@@ -55,8 +54,11 @@ THEIR_FILES = [
 # Services the shim serves must define every RPC; for the ones it calls, a subset is enough.
 COMPLETE_SERVICES = {".containerd.task.v3.Task", ".containerd.task.v2.Task"}
 # googleapis' google.rpc.Status, which ttrpc's `.Status` stub only sketches (code = 1).
-GOOGLE_RPC_STATUS = {1: ("code", "TYPE_INT32", ""), 2: ("message", "TYPE_STRING", ""),
-                     3: ("details", "TYPE_MESSAGE", ".google.protobuf.Any")}
+GOOGLE_RPC_STATUS = {
+    1: ("code", "TYPE_INT32", ""),
+    2: ("message", "TYPE_STRING", ""),
+    3: ("details", "TYPE_MESSAGE", ".google.protobuf.Any"),
+}
 
 FDP = descriptor_pb2.FieldDescriptorProto
 
@@ -109,13 +111,22 @@ class Index:
 def their_index() -> Index:
     missing = [name for name in THEIR_FILES if not (GOCODE / name).is_file()]
     if missing:
-        pytest.fail(f"containerd/ttrpc/CRI .proto files missing ({missing[0]}...): run `bash {INSTALL_SCRIPT}`",
-                    pytrace=False)
+        pytest.fail(f"containerd/ttrpc/CRI .proto files missing ({missing[0]}...): run `bash {INSTALL_SCRIPT}`", pytrace=False)
     well_known = resource_files("grpc_tools") / "_proto"
     out = subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-I{GOCODE}", f"-I{GOCODE}/github.com/containerd/ttrpc",
-         f"-I{well_known}", "--include_imports", "--descriptor_set_out=/dev/stdout", *THEIR_FILES],
-        capture_output=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{GOCODE}",
+            f"-I{GOCODE}/github.com/containerd/ttrpc",
+            f"-I{well_known}",
+            "--include_imports",
+            "--descriptor_set_out=/dev/stdout",
+            *THEIR_FILES,
+        ],
+        capture_output=True,
+        check=False,
     )
     assert out.returncode == 0, out.stderr.decode()
     index = Index()
@@ -139,8 +150,9 @@ def _field_shape(f: descriptor_pb2.FieldDescriptorProto, names: bool) -> tuple[o
     return (f.name, FDP.Label.Name(f.label), FDP.Type.Name(f.type), type_name, f.proto3_optional)
 
 
-def compare_message(name: str, ours: descriptor_pb2.DescriptorProto,
-                    theirs: descriptor_pb2.DescriptorProto, upstream: Upstream = CONTAINERD) -> list[str]:
+def compare_message(
+    name: str, ours: descriptor_pb2.DescriptorProto, theirs: descriptor_pb2.DescriptorProto, upstream: Upstream = CONTAINERD
+) -> list[str]:
     """In subset mode only what we define is looked at: fields, nested types and enums that are
     upstream's alone are fine, ours must exist there unchanged."""
     diffs = []
@@ -164,9 +176,12 @@ def compare_message(name: str, ours: descriptor_pb2.DescriptorProto,
     return diffs
 
 
-def compare_enums(scope: str, ours: Iterable[descriptor_pb2.EnumDescriptorProto],
-                  theirs: Iterable[descriptor_pb2.EnumDescriptorProto],
-                  upstream: Upstream = CONTAINERD) -> list[str]:
+def compare_enums(
+    scope: str,
+    ours: Iterable[descriptor_pb2.EnumDescriptorProto],
+    theirs: Iterable[descriptor_pb2.EnumDescriptorProto],
+    upstream: Upstream = CONTAINERD,
+) -> list[str]:
     mine = {e.name: {v.number: v.name for v in e.value} for e in ours}
     other = {e.name: {v.number: v.name for v in e.value} for e in theirs}
     diffs = []
@@ -179,9 +194,12 @@ def compare_enums(scope: str, ours: Iterable[descriptor_pb2.EnumDescriptorProto]
     return diffs
 
 
-def compare_service(name: str, ours: descriptor_pb2.ServiceDescriptorProto,
-                    theirs: descriptor_pb2.ServiceDescriptorProto | None,
-                    upstream: Upstream = CONTAINERD) -> list[str]:
+def compare_service(
+    name: str,
+    ours: descriptor_pb2.ServiceDescriptorProto,
+    theirs: descriptor_pb2.ServiceDescriptorProto | None,
+    upstream: Upstream = CONTAINERD,
+) -> list[str]:
     who = upstream.owner
     if theirs is None:
         return [f"service {name}: not in {who} protos"]
@@ -190,9 +208,16 @@ def compare_service(name: str, ours: descriptor_pb2.ServiceDescriptorProto,
     for method in ours.method:
         their_method = other.get(method.name)
         signature = (method.input_type, method.output_type, method.client_streaming, method.server_streaming)
-        their_signature = None if their_method is None else (
-            normalize(their_method.input_type), normalize(their_method.output_type),
-            their_method.client_streaming, their_method.server_streaming)
+        their_signature = (
+            None
+            if their_method is None
+            else (
+                normalize(their_method.input_type),
+                normalize(their_method.output_type),
+                their_method.client_streaming,
+                their_method.server_streaming,
+            )
+        )
         if signature != their_signature:
             diffs.append(f"{name}/{method.name}: ours {signature} != {who} {their_signature}")
     if name in COMPLETE_SERVICES and not upstream.subset:
@@ -224,7 +249,7 @@ def drift(ours: list[descriptor_pb2.FileDescriptorProto], theirs: Index) -> list
                 if name == ".google.rpc.Status":  # ttrpc's stub: only its fields must match
                     mine = descriptor_pb2.DescriptorProto()
                     mine.CopyFrom(message)
-                    del mine.field[len(their_message.field):]
+                    del mine.field[len(their_message.field) :]
                 diffs += compare_message(name, mine, their_message, upstream)
         for enum in f.enum_type:
             name = f"{prefix}.{enum.name}"
@@ -304,8 +329,8 @@ def test_cri_is_compared_as_a_subset(theirs: Index) -> None:
     state = next(e for e in cri.enum_type if e.name == "ContainerState")
     state.value.add(name="CONTAINER_PAUSED", number=9)
     next(s for s in cri.service if s.name == "RuntimeService").method.add(
-        name="Pause", input_type=".runtime.v1.StopContainerRequest",
-        output_type=".runtime.v1.StopContainerResponse")
+        name="Pause", input_type=".runtime.v1.StopContainerRequest", output_type=".runtime.v1.StopContainerResponse"
+    )
     next(m for m in cri.message_type if m.name == "Image").name = "ImageInfo"
     diffs = drift(ours, theirs)
     text = "\n".join(diffs)

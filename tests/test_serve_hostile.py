@@ -32,30 +32,38 @@ WASM_OCI = Path(sys.executable).with_name("wasm-oci")
 
 def module(body: str) -> bytes:
     """A WASI preview 1 module from WAT, with `fd_write` and `path_open` imported."""
-    return bytes(wasmtime.wat2wasm(
-        '(module (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))'
-        ' (import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))'
-        f' (memory (export "memory") 2) {body})'
-    ))
+    return bytes(
+        wasmtime.wat2wasm(
+            '(module (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))'
+            ' (import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))'
+            f' (memory (export "memory") 2) {body})'
+        )
+    )
 
 
 def writer(output: bytes) -> bytes:
     """Writes `output` to stdout once and exits 0."""
     data = "".join(f"\\{byte:02x}" for byte in output)
-    return module(f'(data (i32.const 64) "{data}")'
-                  f' (func (export "_start") (i32.store (i32.const 0) (i32.const 64)) (i32.store (i32.const 4) (i32.const {len(output)}))'
-                  ' (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))')
+    return module(
+        f'(data (i32.const 64) "{data}")'
+        f' (func (export "_start") (i32.store (i32.const 0) (i32.const 64)) (i32.store (i32.const 4) (i32.const {len(output)}))'
+        " (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))"
+    )
 
 
 def flood(fd: int) -> bytes:
     """Writes 64 KiB to `fd` again and again, forever (failed writes included)."""
-    return module(f'(func (export "_start") (i32.store (i32.const 0) (i32.const 1024)) (i32.store (i32.const 4) (i32.const 65536))'
-                  f' (loop $more (drop (call $write (i32.const {fd}) (i32.const 0) (i32.const 1) (i32.const 8))) (br $more)))')
+    return module(
+        f'(func (export "_start") (i32.store (i32.const 0) (i32.const 1024)) (i32.store (i32.const 4) (i32.const 65536))'
+        f" (loop $more (drop (call $write (i32.const {fd}) (i32.const 0) (i32.const 1) (i32.const 8))) (br $more)))"
+    )
 
 
 # Opens ./fifo for reading: stuck in the host call (no stop reaches it) until a writer opens it.
-FIFO_READER = module('(data (i32.const 64) "fifo") (func (export "_start")'
-                     ' (drop (call $open (i32.const 3) (i32.const 0) (i32.const 64) (i32.const 4) (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 16))))')
+FIFO_READER = module(
+    '(data (i32.const 64) "fifo") (func (export "_start")'
+    " (drop (call $open (i32.const 3) (i32.const 0) (i32.const 64) (i32.const 4) (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 16))))"
+)
 
 Serve = Callable[..., tuple[str, int]]
 
@@ -200,7 +208,9 @@ def test_malformed_requests_are_refused_with_a_status(serve: Serve, request_byte
 
 def test_accepted_forms_reach_the_guest_as_sent(serve: Serve) -> None:
     address = serve()
-    chunked = exchange(address, b"PUT / HTTP/1.1\r\n" + GOOD + b"Transfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-T: t\r\n\r\n")
+    chunked = exchange(
+        address, b"PUT / HTTP/1.1\r\n" + GOOD + b"Transfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-T: t\r\n\r\n"
+    )
     assert chunked.endswith(b"\r\n\r\nABCDE")
     absolute = exchange(address, b"GET http://x/y?q=1 HTTP/1.1\r\n" + GOOD + b"\r\n")
     assert b"\r\nX-Path: /y\r\n" in absolute and b"\r\nX-Query: q=1\r\n" in absolute
@@ -274,7 +284,9 @@ def test_bodies_wait_for_a_guest_slot_and_get_503_after_the_queue_timeout(serve:
         os.close(writer_end)
 
 
-def test_a_guest_stuck_in_a_host_call_gets_504_on_time_and_keeps_its_slot(serve: Serve, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_guest_stuck_in_a_host_call_gets_504_on_time_and_keeps_its_slot(
+    serve: Serve, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     os.mkfifo(tmp_path / "fifo")
     address = serve(FIFO_READER, RunSpec(preopens=[Preopen(tmp_path, "/")], timeout=0.3), concurrency=1, queue_timeout=0.3)
     started = time.monotonic()
@@ -331,8 +343,9 @@ def test_cgi_environment_takes_only_http_variables_from_the_client(serve: Serve)
 def test_large_bodies_are_read_only_with_a_guest_slot() -> None:
     """40 clients send 15 MiB each to a `wasm-oci serve` with 2 guest slots: its peak memory grows
     by about 2 bodies' worth, not 40."""
-    server = subprocess.Popen([WASM_OCI, "serve", str(HELLO), "--listen", "127.0.0.1:0", "--concurrency", "2"],
-                              stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [WASM_OCI, "serve", str(HELLO), "--listen", "127.0.0.1:0", "--concurrency", "2"], stderr=subprocess.PIPE, text=True
+    )
     try:
         assert server.stderr is not None
         banner = server.stderr.readline()

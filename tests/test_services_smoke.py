@@ -42,9 +42,15 @@ def push_wasm_image(oras: ToolRunner, reg: RegistryServer, tmp_path: Path) -> st
     (tmp_path / "hello.wasm").write_bytes(b"\0asm\x0d\x00\x01\x00" + secrets.token_bytes(8))
     (tmp_path / "config.json").write_text(json.dumps(WASM_CONFIG))
     ref = f"{reg.host}/smoke/wasm:{secrets.token_hex(4)}"
-    oras("push", *reg.oras_flags(), "--config",
-         "config.json:application/vnd.oci.image.config.v1+json", ref,
-         "hello.wasm:application/wasm", cwd=tmp_path)
+    oras(
+        "push",
+        *reg.oras_flags(),
+        "--config",
+        "config.json:application/vnd.oci.image.config.v1+json",
+        ref,
+        "hello.wasm:application/wasm",
+        cwd=tmp_path,
+    )
     return ref
 
 
@@ -65,8 +71,7 @@ def test_plain_registry_round_trip_and_blob_path(
     digest = oras_round_trip(oras_cli, registry, tmp_path)
     tag_ref = oras_cli("repo", "tags", "--plain-http", f"{registry.host}/smoke/hello").stdout
     assert tag_ref.strip()
-    manifest = json.loads(oras_cli("manifest", "fetch", "--plain-http",
-                                   f"{registry.host}/smoke/hello@{digest}").stdout)
+    manifest = json.loads(oras_cli("manifest", "fetch", "--plain-http", f"{registry.host}/smoke/hello@{digest}").stdout)
     layer = manifest["layers"][0]["digest"]
     blob = registry.blob_path(layer)
     assert blob.read_text().startswith("hello ")
@@ -75,16 +80,13 @@ def test_plain_registry_round_trip_and_blob_path(
     assert crane_digest.stdout.strip() == digest
     # Corrupting the stored blob is caught by the client's digest check.
     blob.write_text("corrupted\n")
-    bad = oras_cli("pull", "--plain-http", "--output", tmp_path / "bad",
-                   f"{registry.host}/smoke/hello@{digest}", check=False)
+    bad = oras_cli("pull", "--plain-http", "--output", tmp_path / "bad", f"{registry.host}/smoke/hello@{digest}", check=False)
     assert bad.returncode != 0, bad.stdout
 
 
 @pytest.mark.registry
 @pytest.mark.peer
-def test_secure_registry_tls_and_basic_auth(
-    secure_registry: RegistryServer, oras_cli: ToolRunner, tmp_path: Path
-) -> None:
+def test_secure_registry_tls_and_basic_auth(secure_registry: RegistryServer, oras_cli: ToolRunner, tmp_path: Path) -> None:
     reg = secure_registry
     assert reg.base_url.startswith("https://") and reg.ca_cert and reg.ca_cert.exists()
     assert reg.username and reg.password
@@ -95,33 +97,32 @@ def test_secure_registry_tls_and_basic_auth(
     assert reg.host in auth_file.read_text()
     wrong = oras_cli(*login, "-u", reg.username, "--password-stdin", input="wrong", check=False)
     assert wrong.returncode != 0
-    anonymous = oras_cli("repo", "tags", "--ca-file", reg.ca_cert, f"{reg.host}/smoke/hello",
-                         check=False)
+    anonymous = oras_cli("repo", "tags", "--ca-file", reg.ca_cert, f"{reg.host}/smoke/hello", check=False)
     assert anonymous.returncode != 0
-    untrusted = oras_cli("repo", "tags", "-u", reg.username, "-p", reg.password,
-                         f"{reg.host}/smoke/hello", check=False)
+    untrusted = oras_cli("repo", "tags", "-u", reg.username, "-p", reg.password, f"{reg.host}/smoke/hello", check=False)
     assert "certificate" in untrusted.stderr
 
 
 @pytest.mark.registry
 @pytest.mark.peer
-def test_token_registry_bearer_flow(
-    token_registry: RegistryServer, oras_cli: ToolRunner, tmp_path: Path
-) -> None:
+def test_token_registry_bearer_flow(token_registry: RegistryServer, oras_cli: ToolRunner, tmp_path: Path) -> None:
     reg = token_registry
     assert reg.token_server is not None and reg.username
     seen = len(reg.token_server.requests)
     oras_round_trip(oras_cli, reg, tmp_path)
     granted = reg.token_server.requests[seen:]
     assert any(r["user"] == reg.username and r["scope"] for r in granted), granted
-    wrong = oras_cli("repo", "tags", "--plain-http", "-u", reg.username, "-p", "wrong",
-                     f"{reg.host}/smoke/hello", check=False)
+    wrong = oras_cli("repo", "tags", "--plain-http", "-u", reg.username, "-p", "wrong", f"{reg.host}/smoke/hello", check=False)
     assert wrong.returncode != 0 and "401" in wrong.stderr
     # A well-formed token signed by a cert outside rootcertbundle is refused.
     rogue_ca = TestCA.create(tmp_path / "rogue")
-    rogue = TokenServer(signer=rogue_ca.issue(tmp_path / "rogue", "signer", "rogue", server=False),
-                        username="x", password="x", service=reg.token_server.service,
-                        issuer=reg.token_server.issuer)
+    rogue = TokenServer(
+        signer=rogue_ca.issue(tmp_path / "rogue", "signer", "rogue", server=False),
+        username="x",
+        password="x",
+        service=reg.token_server.service,
+        issuer=reg.token_server.issuer,
+    )
     assert http_status(f"{reg.base_url}/v2/", rogue.issue(reg.username, rogue.service, [])) == 401
     genuine = reg.token_server.issue(reg.username, reg.token_server.service, [])
     assert http_status(f"{reg.base_url}/v2/", genuine) == 200
@@ -129,9 +130,7 @@ def test_token_registry_bearer_flow(
 
 @pytest.mark.containerd
 @pytest.mark.registry
-def test_containerd_pulls_wasm_image(
-    containerd: ContainerdServer, registry: RegistryServer, oras_cli: ToolRunner, tmp_path: Path
-) -> None:
+def test_containerd_pulls_wasm_image(containerd: ContainerdServer, registry: RegistryServer, oras_cli: ToolRunner, tmp_path: Path) -> None:
     assert containerd.mount_ns and containerd.shim_bin_dir.is_dir()
     ref = push_wasm_image(oras_cli, registry, tmp_path)
     containerd.ctr("images", "pull", *registry.ctr_pull_flags(), ref)
@@ -143,13 +142,15 @@ def test_containerd_pulls_wasm_image(
 @pytest.mark.registry
 @pytest.mark.parametrize("which", ["secure_registry", "token_registry"])
 def test_containerd_pulls_with_auth(
-    containerd: ContainerdServer, oras_cli: ToolRunner, tmp_path: Path,
-    request: pytest.FixtureRequest, which: str,
+    containerd: ContainerdServer,
+    oras_cli: ToolRunner,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    which: str,
 ) -> None:
     reg: RegistryServer = request.getfixturevalue(which)
     ref = push_wasm_image(oras_cli, reg, tmp_path)
-    denied = containerd.ctr("images", "pull", *reg.ctr_pull_flags(credentials=False), ref,
-                            check=False)
+    denied = containerd.ctr("images", "pull", *reg.ctr_pull_flags(credentials=False), ref, check=False)
     assert denied.returncode != 0
     containerd.ctr("images", "pull", *reg.ctr_pull_flags(), ref)
     assert ref in containerd.ctr("images", "list", "--quiet").stdout.split()

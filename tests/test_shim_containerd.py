@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from services.events import EventWatcher
 from services.registry import RegistryServer
 from services.shim import EXAMPLES, EXIT_42, MEMORY_HOG, TRAP, ShimHarness, shim_harness
-from services.events import EventWatcher
 
 pytestmark = [pytest.mark.containerd, pytest.mark.registry]
 
@@ -111,7 +111,7 @@ def test_task_events_reach_containerd(shim: ShimHarness, hello: str) -> None:
         watcher.stop()
     assert list(seen) == ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]
     exit_line = seen["/tasks/exit"]
-    assert json.loads(exit_line[exit_line.index("{"):])["exit_status"] == 1
+    assert json.loads(exit_line[exit_line.index("{") :])["exit_status"] == 1
 
 
 def test_tasks_share_one_daemon_per_namespace(shim: ShimHarness, hello: str) -> None:
@@ -172,8 +172,11 @@ def test_trust_policy_refuses_an_unsigned_image_at_create(shim: ShimHarness, tmp
     signed = shim.push("signed", HELLO, sign_key=private)
     unsigned = shim.push("unsigned", HELLO)
     policy = tmp_path / "policy.json"
-    policy.write_text(json.dumps({"default": {"mode": "off"},
-                                  "rules": [{"scope": f"{shim.registry.host}/shim", "mode": "enforce", "keys": [str(public)]}]}))
+    policy.write_text(
+        json.dumps(
+            {"default": {"mode": "off"}, "rules": [{"scope": f"{shim.registry.host}/shim", "mode": "enforce", "keys": [str(public)]}]}
+        )
+    )
     flags = _config(tmp_path / "trust.toml", f'policy = "{policy}"\nplain_http = ["{shim.registry.host}"]\n')
     trusted = shim.ctr_run(signed, "trusted", flags=flags)
     assert trusted.returncode == 0, trusted.stderr
@@ -211,8 +214,10 @@ def test_grouping_per_task_and_per_pod(shim: ShimHarness, spin: str, tmp_path: P
     per_task = _config(tmp_path / "task.toml", 'group = "task"\n')
     sandbox = "io.kubernetes.cri.sandbox-id="
     runs = {
-        "alone-1": per_task, "alone-2": per_task,
-        "pod-a-1": ["--annotation", sandbox + "pod-a"], "pod-a-2": ["--annotation", sandbox + "pod-a"],
+        "alone-1": per_task,
+        "alone-2": per_task,
+        "pod-a-1": ["--annotation", sandbox + "pod-a"],
+        "pod-a-2": ["--annotation", sandbox + "pod-a"],
         "pod-b-1": ["--annotation", sandbox + "pod-b"],
     }
     before = set(shim.daemons())
@@ -220,8 +225,12 @@ def test_grouping_per_task_and_per_pod(shim: ShimHarness, spin: str, tmp_path: P
         for task_id, flags in runs.items():
             shim.containerd.ctr("run", "-d", "--runtime", "io.containerd.wasm-oci.v1", *flags, spin, task_id)
             shim.wait_status(task_id, "RUNNING")
-        pid = {task_id: int(next(line.split()[1] for line in shim.containerd.ctr("task", "ls").stdout.splitlines()
-                                  if line.startswith(task_id + " "))) for task_id in runs}
+        pid = {
+            task_id: int(
+                next(line.split()[1] for line in shim.containerd.ctr("task", "ls").stdout.splitlines() if line.startswith(task_id + " "))
+            )
+            for task_id in runs
+        }
         assert pid["alone-1"] != pid["alone-2"]
         assert pid["pod-a-1"] == pid["pod-a-2"] != pid["pod-b-1"]
         assert len(set(shim.daemons()) - before) == 4

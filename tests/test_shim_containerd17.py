@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from services.events import EventWatcher
 from services.registry import RegistryServer
 from services.shim import EXAMPLES, EXIT_42, RUNTIME, ShimHarness, shim_harness
-from services.events import EventWatcher
 
 pytestmark = [pytest.mark.containerd, pytest.mark.registry]
 
@@ -43,7 +43,7 @@ def test_detached_kill_events_and_delete(shim17: ShimHarness) -> None:
         line = watcher.next_with("/tasks/exit")
     finally:
         watcher.stop()
-    assert json.loads(line[line.index("{"):])["exit_status"] == 137
+    assert json.loads(line[line.index("{") :])["exit_status"] == 137
     shim17.wait_status("spin-17", "STOPPED")
     ctr("task", "delete", "spin-17")
     ctr("container", "rm", "spin-17")

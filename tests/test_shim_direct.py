@@ -50,23 +50,46 @@ class Shim:
         self.tmp = tmp
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "TTRPC_ADDRESS": str(self.containerd.ttrpc_address), "GRPC_ADDRESS": str(self.containerd.address),
-                "NAMESPACE": NAMESPACE, "WASM_OCI_SHIM_CONFIG": str(self.config), "WASM_OCI_HOME": str(self.tmp / "home")}
+        return {
+            **os.environ,
+            "TTRPC_ADDRESS": str(self.containerd.ttrpc_address),
+            "GRPC_ADDRESS": str(self.containerd.address),
+            "NAMESPACE": NAMESPACE,
+            "WASM_OCI_SHIM_CONFIG": str(self.config),
+            "WASM_OCI_HOME": str(self.tmp / "home"),
+        }
 
     def command(self, task_id: str, action: str, bundle: Path, *python_flags: str) -> subprocess.CompletedProcess[bytes]:
-        argv = [sys.executable, "-S", *python_flags, str(self.launcher), "-namespace", NAMESPACE, "-address",
-                str(self.containerd.address), "-publish-binary", find_tool("containerd"), "-id", task_id]
+        argv = [
+            sys.executable,
+            "-S",
+            *python_flags,
+            str(self.launcher),
+            "-namespace",
+            NAMESPACE,
+            "-address",
+            str(self.containerd.address),
+            "-publish-binary",
+            find_tool("containerd"),
+            "-id",
+            task_id,
+        ]
         if action == "delete":
             argv += ["-bundle", str(bundle)]
-        return subprocess.run([*argv, action], cwd=bundle, env=self.env(), stdin=subprocess.DEVNULL,
-                              capture_output=True, timeout=60, check=False)
+        return subprocess.run(
+            [*argv, action], cwd=bundle, env=self.env(), stdin=subprocess.DEVNULL, capture_output=True, timeout=60, check=False
+        )
 
     def bundle(self, task_id: str, wasm: Path, *args: str, env: tuple[str, ...] = ()) -> Path:
         bundle = self.tmp / "bundles" / task_id
         (bundle / "rootfs").mkdir(parents=True)
         shutil.copy(wasm, bundle / "rootfs" / "app.wasm")
-        spec = {"ociVersion": "1.1.0", "process": {"args": ["/app.wasm", *args], "env": list(env), "cwd": "/"},
-                "root": {"path": "rootfs"}, "linux": {"resources": {"memory": {"limit": 32 << 20}}}}
+        spec = {
+            "ociVersion": "1.1.0",
+            "process": {"args": ["/app.wasm", *args], "env": list(env), "cwd": "/"},
+            "root": {"path": "rootfs"},
+            "linux": {"resources": {"memory": {"limit": 32 << 20}}},
+        }
         (bundle / "config.json").write_text(json.dumps(spec))
         return bundle
 
@@ -144,11 +167,13 @@ def test_kill_delivers_within_100ms_and_unsupported_calls_say_so(grpc_shim: Shim
                 call(request, metadata=METADATA, timeout=10)
             assert failed.value.code() == code and text in failed.value.details()
         assert [p.pid for p in task.Pids(task_pb2.PidsRequest(id="spin"), metadata=METADATA).processes] == [
-            task.Connect(task_pb2.ConnectRequest(id="spin"), metadata=METADATA).shim_pid]
+            task.Connect(task_pb2.ConnectRequest(id="spin"), metadata=METADATA).shim_pid
+        ]
         task.CloseIO(task_pb2.CloseIORequest(id="spin", stdin=True), metadata=METADATA)
         # A running guest takes a new memory limit for its next growth (spin never grows).
-        task.Update(task_pb2.UpdateTaskRequest(id="spin", resources=Any(value=b'{"memory":{"limit":1048576}}')),
-                    metadata=METADATA, timeout=10)
+        task.Update(
+            task_pb2.UpdateTaskRequest(id="spin", resources=Any(value=b'{"memory":{"limit":1048576}}')), metadata=METADATA, timeout=10
+        )
         assert task.Stats(task_pb2.StatsRequest(id="spin"), metadata=METADATA).stats.type_url == "io.containerd.cgroups.v2.Metrics"
         began = time.monotonic()
         task.Kill(task_pb2.KillRequest(id="spin", signal=9), metadata=METADATA, timeout=10)
@@ -209,8 +234,13 @@ def test_start_and_delete_import_neither_grpc_nor_the_engine(grpc_shim: Shim) ->
         assert result.returncode == 0, f"{what}: {result.stderr.decode()}"
         modules = imported(result.stderr)
         assert "wasm_oci.shim.main" in modules
-        leaked = sorted(m for m in modules if m.split(".")[0] in FORBIDDEN_IN_START_AND_DELETE or m in FORBIDDEN_IN_START_AND_DELETE
-                        or any(m.startswith(f"{f}.") for f in FORBIDDEN_IN_START_AND_DELETE))
+        leaked = sorted(
+            m
+            for m in modules
+            if m.split(".")[0] in FORBIDDEN_IN_START_AND_DELETE
+            or m in FORBIDDEN_IN_START_AND_DELETE
+            or any(m.startswith(f"{f}.") for f in FORBIDDEN_IN_START_AND_DELETE)
+        )
         assert not leaked, f"{what} imported {leaked}"
 
 
@@ -223,10 +253,22 @@ def test_both_task_api_versions_are_served_over_ttrpc(tmp_path: Path, containerd
 
         async def connect() -> tuple[int, int]:
             async with await TtrpcClient.connect(str(bootstrap["address"])) as client:
-                v3 = await client.call("containerd.task.v3.Task", "Connect", task_pb2.ConnectRequest(id="versions"),
-                                       task_pb2.ConnectResponse, metadata={"containerd-namespace": NAMESPACE}, timeout=10)
-                v2 = await client.call("containerd.task.v2.Task", "Connect", task_pb2.ConnectRequest(id="versions"),
-                                       task_pb2.ConnectResponse, metadata={"containerd-namespace-ttrpc": NAMESPACE}, timeout=10)
+                v3 = await client.call(
+                    "containerd.task.v3.Task",
+                    "Connect",
+                    task_pb2.ConnectRequest(id="versions"),
+                    task_pb2.ConnectResponse,
+                    metadata={"containerd-namespace": NAMESPACE},
+                    timeout=10,
+                )
+                v2 = await client.call(
+                    "containerd.task.v2.Task",
+                    "Connect",
+                    task_pb2.ConnectRequest(id="versions"),
+                    task_pb2.ConnectResponse,
+                    metadata={"containerd-namespace-ttrpc": NAMESPACE},
+                    timeout=10,
+                )
                 return v3.shim_pid, v2.shim_pid
 
         v3_pid, v2_pid = asyncio.run(connect())

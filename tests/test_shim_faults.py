@@ -11,14 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from services.registry import RegistryServer
-from services.shim import EXAMPLES, RUNTIME, ShimHarness, shim_harness, sleeper
-from services.events import EventWatcher
 from test_engine_release import BLOCKED_WRITER
 
-pytestmark = [pytest.mark.containerd, pytest.mark.registry]
+from services.events import EventWatcher
+from services.registry import RegistryServer
+from services.shim import EXAMPLES, RUNTIME, ShimHarness, shim_harness, sleeper
 
+pytestmark = [pytest.mark.containerd, pytest.mark.registry]
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +47,12 @@ def test_sigkilled_daemon_is_cleaned_up_by_containerd(faulty: ShimHarness) -> No
         exits = {}
         while len(exits) < len(tasks):
             line = watcher.next_with("/tasks/exit", timeout=20)
-            event = json.loads(line[line.index("{"):])
+            event = json.loads(line[line.index("{") :])
             exits[event["container_id"]] = event["exit_status"]
     finally:
         watcher.stop()
-    assert exits == {task_id: 137 for task_id in tasks}
-    for task_id, bundle in zip(tasks, bundles):
+    assert exits == dict.fromkeys(tasks, 137)
+    for task_id, bundle in zip(tasks, bundles, strict=False):
         faulty.wait_status(task_id, None)
         assert not bundle.exists()
         assert not _mounted_under(containerd_pid, f"{bundle}/rootfs")

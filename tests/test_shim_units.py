@@ -7,21 +7,30 @@ from pathlib import Path
 
 import pytest
 
+from wasm_oci.errors import RpcError, ShimConfigError, UsageError
 from wasm_oci.proto import task_pb2
 from wasm_oci.shim import cgroups, config, group, runtime_spec, wire
-from wasm_oci.errors import RpcError, ShimConfigError, UsageError
 from wasm_oci.shim.flags import parse
 from wasm_oci.shim.guest import resolve_in
 
 
 def test_flags_follow_go_flag_syntax() -> None:
-    flags = parse(["-namespace", "k8s.io", "--address=/run/c.sock", "-publish-binary", "/bin/containerd",
-                   "-id", "abc", "-debug", "start"])
+    flags = parse(["-namespace", "k8s.io", "--address=/run/c.sock", "-publish-binary", "/bin/containerd", "-id", "abc", "-debug", "start"])
     assert (flags.namespace, flags.address, flags.publish_binary, flags.id, flags.debug, flags.action) == (
-        "k8s.io", "/run/c.sock", "/bin/containerd", "abc", True, "start")
-    assert parse(flags.argv() + ["delete"]).id == "abc"
-    for bad, message in ((["-nope", "x"], "not defined"), (["-id"], "needs an argument"), (["start", "x"], "unexpected"),
-                         (["stop"], "unknown action")):
+        "k8s.io",
+        "/run/c.sock",
+        "/bin/containerd",
+        "abc",
+        True,
+        "start",
+    )
+    assert parse([*flags.argv(), "delete"]).id == "abc"
+    for bad, message in (
+        (["-nope", "x"], "not defined"),
+        (["-id"], "needs an argument"),
+        (["start", "x"], "unexpected"),
+        (["stop"], "unknown action"),
+    ):
         with pytest.raises(UsageError, match=message):
             parse(bad)
 
@@ -29,8 +38,7 @@ def test_flags_follow_go_flag_syntax() -> None:
 def test_delete_response_matches_protobuf() -> None:
     encoded = wire.delete_response(4242, 137, 1_700_000_000_123_456_789)
     decoded = task_pb2.DeleteResponse.FromString(encoded)
-    assert (decoded.pid, decoded.exit_status, decoded.exited_at.seconds, decoded.exited_at.nanos) == (
-        4242, 137, 1_700_000_000, 123_456_789)
+    assert (decoded.pid, decoded.exit_status, decoded.exited_at.seconds, decoded.exited_at.nanos) == (4242, 137, 1_700_000_000, 123_456_789)
     assert task_pb2.DeleteResponse.FromString(wire.delete_response(0, 0, 0)) == task_pb2.DeleteResponse()
 
 
@@ -48,8 +56,13 @@ def test_runtime_options_carry_the_config_path_or_body() -> None:
 def test_config_is_checked_key_by_key() -> None:
     parsed = config.parse('group = "pod"\nprotocol = "grpc"\nlinger = 2\nplain_http = ["127.0.0.1:5000"]\n', "t.toml")
     assert (parsed.group, parsed.protocol, parsed.linger, parsed.plain_http) == ("pod", "grpc", 2.0, ("127.0.0.1:5000",))
-    for text, message in (('group = "node"', "group must be one of"), ("linger = -1", "linger"), ('policy = "rel"', "absolute"),
-                          ("colour = 1", "unknown key"), ("group = ", "not valid TOML")):
+    for text, message in (
+        ('group = "node"', "group must be one of"),
+        ("linger = -1", "linger"),
+        ('policy = "rel"', "absolute"),
+        ("colour = 1", "unknown key"),
+        ("group = ", "not valid TOML"),
+    ):
         with pytest.raises(ShimConfigError, match=message):
             config.parse(text, "t.toml")
 
@@ -70,16 +83,19 @@ def test_groups_name_what_tasks_share() -> None:
 
 
 def test_spec_grants_only_bind_mount_directories(tmp_path: Path) -> None:
-    spec = runtime_spec.parse({
-        "process": {"args": ["/app.wasm", "x"], "env": ["A=1", "B=2=3"], "cwd": "/work"},
-        "root": {"path": "rootfs", "readonly": True},
-        "linux": {"resources": {"memory": {"limit": 1 << 20}}},
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc"},
-            {"destination": "/data", "type": "bind", "source": str(tmp_path), "options": ["rbind", "ro"]},
-            {"destination": "/etc/hosts", "type": "bind", "source": "/etc/hosts", "options": ["rbind"]},
-        ],
-    }, "config.json")
+    spec = runtime_spec.parse(
+        {
+            "process": {"args": ["/app.wasm", "x"], "env": ["A=1", "B=2=3"], "cwd": "/work"},
+            "root": {"path": "rootfs", "readonly": True},
+            "linux": {"resources": {"memory": {"limit": 1 << 20}}},
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/data", "type": "bind", "source": str(tmp_path), "options": ["rbind", "ro"]},
+                {"destination": "/etc/hosts", "type": "bind", "source": "/etc/hosts", "options": ["rbind"]},
+            ],
+        },
+        "config.json",
+    )
     assert spec.args == ("/app.wasm", "x") and spec.env == {"A": "1", "B": "2=3"} and spec.cwd == "/work"
     assert spec.root_readonly and spec.memory_limit == 1 << 20
     assert [(p.host, p.guest, p.read_only) for p in spec.binds] == [(tmp_path, "/data", True)]
@@ -108,34 +124,55 @@ def test_the_containerd_examples_are_valid() -> None:
     examples = Path(__file__).resolve().parents[1] / "examples" / "containerd"
     shim_config = config.parse((examples / "shim.toml").read_text(), "shim.toml")
     assert (shim_config.group, shim_config.protocol, shim_config.policy) == ("auto", "ttrpc", "/etc/wasm-oci/policy.json")
-    for name, plugin in (("containerd-config.toml", "io.containerd.cri.v1.runtime"),
-                         ("containerd-config-1.7.toml", "io.containerd.grpc.v1.cri")):
+    for name, plugin in (
+        ("containerd-config.toml", "io.containerd.cri.v1.runtime"),
+        ("containerd-config-1.7.toml", "io.containerd.grpc.v1.cri"),
+    ):
         runtime = tomllib.loads((examples / name).read_text())["plugins"][plugin]["containerd"]["runtimes"]["wasm-oci"]
         assert runtime["runtime_type"] == "io.containerd.wasm-oci.v1"
         assert runtime["options"]["ConfigPath"] == "/etc/wasm-oci/shim.toml"
     assert "handler: wasm-oci" in (examples / "runtimeclass.yaml").read_text()
 
 
-@pytest.mark.parametrize(("path", "expanded"), [
-    ("/kubepods/burstable/pod1234/abcd", "/kubepods/burstable/pod1234/abcd"),
-    ("k8s.io/abcd", "/k8s.io/abcd"),
-    ("kubepods-burstable-pod1234.slice:cri-containerd:abcd",
-     "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/cri-containerd-abcd.scope"),
-    ("system.slice:docker:abcd", "/system.slice/docker-abcd.scope"),
-    ("-.slice:run:x", "/run-x.scope"),
-])
+@pytest.mark.parametrize(
+    ("path", "expanded"),
+    [
+        ("/kubepods/burstable/pod1234/abcd", "/kubepods/burstable/pod1234/abcd"),
+        ("k8s.io/abcd", "/k8s.io/abcd"),
+        (
+            "kubepods-burstable-pod1234.slice:cri-containerd:abcd",
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/cri-containerd-abcd.scope",
+        ),
+        ("system.slice:docker:abcd", "/system.slice/docker-abcd.scope"),
+        ("-.slice:run:x", "/run-x.scope"),
+    ],
+)
 def test_cgroups_paths_of_both_drivers(path: str, expanded: str) -> None:
     assert cgroups.expand(path) == expanded
 
 
 def test_cpu_limits_and_cgroups_path_come_from_the_spec() -> None:
-    spec = runtime_spec.parse({"process": {"args": ["/app.wasm"]}, "linux": {
-        "cgroupsPath": "/kubepods/pod1/c1",
-        "resources": {"cpu": {"shares": 102, "quota": 10000, "period": 100000, "cpus": "0", "mems": "0"},
-                      "memory": {"limit": 64 << 20}}}}, "config.json")
+    spec = runtime_spec.parse(
+        {
+            "process": {"args": ["/app.wasm"]},
+            "linux": {
+                "cgroupsPath": "/kubepods/pod1/c1",
+                "resources": {
+                    "cpu": {"shares": 102, "quota": 10000, "period": 100000, "cpus": "0", "mems": "0"},
+                    "memory": {"limit": 64 << 20},
+                },
+            },
+        },
+        "config.json",
+    )
     assert (spec.cgroups_path, spec.memory_limit) == ("/kubepods/pod1/c1", 64 << 20)
     assert spec.cpu == cgroups.CpuLimits(102, 10000, 100000, "0", "0") and spec.cpu.enforce
     assert not cgroups.CpuLimits(shares=1024).enforce and cgroups.CpuLimits(shares=2).enforce
-    odd = runtime_spec.parse({"process": {"args": ["/app.wasm"]}, "linux": {"resources": {
-        "cpu": {"shares": "lots", "quota": -1, "period": True, "cpus": 7}, "memory": {"limit": -1}}}}, "config.json")
+    odd = runtime_spec.parse(
+        {
+            "process": {"args": ["/app.wasm"]},
+            "linux": {"resources": {"cpu": {"shares": "lots", "quota": -1, "period": True, "cpus": 7}, "memory": {"limit": -1}}},
+        },
+        "config.json",
+    )
     assert (odd.cpu, odd.cpu.enforce, odd.memory_limit, odd.cgroups_path) == (cgroups.CpuLimits(), False, None, "")

@@ -9,12 +9,12 @@ import stat
 from pathlib import Path
 
 import pytest
-from services.tools import MissingToolError, ToolRunner
 
+from services.tools import MissingToolError, ToolRunner
 from wasm_oci.errors import KeyPasswordRequired, StoreError, TrustConfigError
 from wasm_oci.oci.reference import parse
-from wasm_oci.signing import operations as signing
 from wasm_oci.signing import keys, policy, secretbox, sigstore_bundle, simplesigning
+from wasm_oci.signing import operations as signing
 from wasm_oci.signing.discover import Candidate
 from wasm_oci.signing.verify import check, judge
 
@@ -31,6 +31,7 @@ def cosign(home: Path, password: str) -> ToolRunner:
 
 
 # -- secretbox and key files ------------------------------------------------------------------
+
 
 def test_secretbox_round_trip_and_rejects_alteration() -> None:
     key, nonce = os.urandom(32), os.urandom(24)
@@ -85,11 +86,15 @@ def test_rejects_keys_cosign_could_not_use(tmp_path: Path) -> None:
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
     p384 = ec.generate_private_key(ec.SECP384R1())
-    (tmp_path / "p384.pub").write_bytes(p384.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    (tmp_path / "p384.pub").write_bytes(
+        p384.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     with pytest.raises(TrustConfigError, match="only ECDSA P-256"):
         keys.load_public(tmp_path / "p384.pub")
     ed = ed25519.Ed25519PrivateKey.generate()
-    (tmp_path / "ed.key").write_bytes(ed.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (tmp_path / "ed.key").write_bytes(
+        ed.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     with pytest.raises(TrustConfigError, match="only ECDSA P-256"):
         keys.load_private(tmp_path / "ed.key", None)
     with pytest.raises(TrustConfigError, match="no such file"):
@@ -97,6 +102,7 @@ def test_rejects_keys_cosign_could_not_use(tmp_path: Path) -> None:
 
 
 # -- judging signatures ----------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def signer() -> keys.PrivateKey:
@@ -112,20 +118,34 @@ def _bundle_candidate(key: keys.PrivateKey, digest: str, edit: bytes | None = No
         problem = None
     except ValueError as exc:
         claims, problem = (), str(exc)
-    return Candidate("bundle", "referrer sha256:" + "ee" * 32, envelope.signed_data, envelope.signatures, envelope.key_hint, claims, problem)
+    return Candidate(
+        "bundle", "referrer sha256:" + "ee" * 32, envelope.signed_data, envelope.signatures, envelope.key_hint, claims, problem
+    )
 
 
 def _legacy_candidate(key: keys.PrivateKey, digest: str, hint: bool = True) -> Candidate:
     payload = simplesigning.payload("registry.test/app", digest)
-    return Candidate("legacy", "tag x.sig layer 1", payload, (key.sign(payload),), key.public().hint if hint else None,
-                     (simplesigning.claimed_digest(payload),))
+    return Candidate(
+        "legacy",
+        "tag x.sig layer 1",
+        payload,
+        (key.sign(payload),),
+        key.public().hint if hint else None,
+        (simplesigning.claimed_digest(payload),),
+    )
 
 
 def test_judge_tells_each_outcome_apart(signer: keys.PrivateKey) -> None:
     trusted = [signer.public()]
     stranger = keys.generate("stranger.key")
-    forged = json.dumps({"_type": sigstore_bundle.STATEMENT_TYPES[0], "subject": [{"digest": {"sha256": OTHER[7:]}}],
-                         "predicateType": sigstore_bundle.PREDICATE, "predicate": {}}).encode()
+    forged = json.dumps(
+        {
+            "_type": sigstore_bundle.STATEMENT_TYPES[0],
+            "subject": [{"digest": {"sha256": OTHER[7:]}}],
+            "predicateType": sigstore_bundle.PREDICATE,
+            "predicate": {},
+        }
+    ).encode()
     cases = {
         "verified": _bundle_candidate(signer, DIGEST),
         "other-digest": _bundle_candidate(signer, OTHER),
@@ -150,14 +170,23 @@ def test_verification_message_names_the_failure(signer: keys.PrivateKey) -> None
 
 
 def test_attestations_are_not_signatures(signer: keys.PrivateKey) -> None:
-    statement = json.dumps({"_type": sigstore_bundle.STATEMENT_TYPES[0], "subject": [{"digest": {"sha256": DIGEST[7:]}}],
-                            "predicateType": "https://slsa.dev/provenance/v1", "predicate": {}}).encode()
-    envelope = sigstore_bundle.Envelope(statement, sigstore_bundle.IN_TOTO, (signer.sign(sigstore_bundle.pae(sigstore_bundle.IN_TOTO, statement)),), signer.public().hint)
+    statement = json.dumps(
+        {
+            "_type": sigstore_bundle.STATEMENT_TYPES[0],
+            "subject": [{"digest": {"sha256": DIGEST[7:]}}],
+            "predicateType": "https://slsa.dev/provenance/v1",
+            "predicate": {},
+        }
+    ).encode()
+    envelope = sigstore_bundle.Envelope(
+        statement, sigstore_bundle.IN_TOTO, (signer.sign(sigstore_bundle.pae(sigstore_bundle.IN_TOTO, statement)),), signer.public().hint
+    )
     with pytest.raises(ValueError, match="not a cosign signature"):
         sigstore_bundle.claimed_digests(envelope)
 
 
 # -- trust policy -------------------------------------------------------------------------------
+
 
 def _write_policy(tmp_path: Path, doc: object) -> Path:
     path = tmp_path / "policy.json"
@@ -168,13 +197,18 @@ def _write_policy(tmp_path: Path, doc: object) -> Path:
 def test_policy_longest_scope_wins_on_whole_components(tmp_path: Path, signer: keys.PrivateKey) -> None:
     (tmp_path / "keys").mkdir()
     (tmp_path / "keys" / "acme.pub").write_bytes(signer.public().pem())
-    loaded = policy.load(_write_policy(tmp_path, {
-        "default": {"mode": "warn"},
-        "rules": [
-            {"scope": "reg.example", "mode": "off"},
-            {"scope": "reg.example/acme", "mode": "enforce", "keys": ["keys/acme.pub"]},
-        ],
-    }))
+    loaded = policy.load(
+        _write_policy(
+            tmp_path,
+            {
+                "default": {"mode": "warn"},
+                "rules": [
+                    {"scope": "reg.example", "mode": "off"},
+                    {"scope": "reg.example/acme", "mode": "enforce", "keys": ["keys/acme.pub"]},
+                ],
+            },
+        )
+    )
     rule = loaded.rule_for(parse("reg.example/acme/app:1"))
     assert (rule.scope, rule.mode, [k.hint for k in rule.keys]) == ("reg.example/acme", "enforce", [signer.public().hint])
     assert loaded.rule_for(parse("reg.example/acmecorp/app:1")).mode == "off"

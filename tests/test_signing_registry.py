@@ -12,18 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from services.registry import RegistryServer
 from services.tools import MissingToolError, ToolRunner
 from services.wasmgen import HELLO
-
 from wasm_oci.errors import SignatureError
 from wasm_oci.oci import distribution as api
 from wasm_oci.oci.descriptor import Descriptor
 from wasm_oci.oci.options import RegistryOptions
 from wasm_oci.oci.reference import parse
 from wasm_oci.oci.target import Target, fetch_bytes
-from wasm_oci.signing import operations as signing
 from wasm_oci.signing import keys, sigstore_bundle, simplesigning
+from wasm_oci.signing import operations as signing
 
 PLAIN = RegistryOptions(plain_http=True)
 PASSWORD = "correct horse"
@@ -91,8 +91,9 @@ def _cosign_sign(pair: KeyPair, ref: str, digest: str, layout: str) -> None:
 
 
 def _cosign_verify(pair: KeyPair, public: Path, ref: str, digest: str, *extra: str) -> tuple[bool, list[dict]]:
-    result = pair.cosign("verify", "--key", public, "--insecure-ignore-tlog=true", "--allow-http-registry", *extra,
-                         f"{_repo_of(ref)}@{digest}", check=False)
+    result = pair.cosign(
+        "verify", "--key", public, "--insecure-ignore-tlog=true", "--allow-http-registry", *extra, f"{_repo_of(ref)}@{digest}", check=False
+    )
     return result.returncode == 0, json.loads(result.stdout) if result.returncode == 0 else []
 
 
@@ -102,9 +103,12 @@ def _target(ref: str) -> Target:
 
 # -- interop with cosign -------------------------------------------------------------------------
 
+
 @pytest.mark.peer
-@pytest.mark.parametrize("layout,claim_type", [("bundle", BUNDLE_TYPE), ("legacy", LEGACY_TYPE)])
-def test_cosign_verifies_what_we_sign(registry: RegistryServer, our_keys: KeyPair, cosign_keys: KeyPair, layout: str, claim_type: str) -> None:
+@pytest.mark.parametrize(("layout", "claim_type"), [("bundle", BUNDLE_TYPE), ("legacy", LEGACY_TYPE)])
+def test_cosign_verifies_what_we_sign(
+    registry: RegistryServer, our_keys: KeyPair, cosign_keys: KeyPair, layout: str, claim_type: str
+) -> None:
     ref, digest = _push(registry)
     result = signing.sign(ref, our_keys.load(), PLAIN, (layout,))
     assert result.digest == digest and [a.layout for a in result.attached] == [layout]
@@ -188,7 +192,9 @@ def test_push_sign_key_signs_in_the_same_step(wasm_oci: ToolRunner, registry: Re
 def test_sign_cli_reads_cosign_password_and_reports_json(wasm_oci: ToolRunner, registry: RegistryServer, cosign_keys: KeyPair) -> None:
     ref, digest = _push(registry)
     wasm_oci.env["COSIGN_PASSWORD"] = PASSWORD
-    doc = json.loads(wasm_oci("sign", ref, "--plain-http", "--key", cosign_keys.private, "--signature-format", "legacy", "--format", "json").stdout)
+    doc = json.loads(
+        wasm_oci("sign", ref, "--plain-http", "--key", cosign_keys.private, "--signature-format", "legacy", "--format", "json").stdout
+    )
     assert doc["digest"] == digest and [s["layout"] for s in doc["signatures"]] == ["legacy"]
     assert _cosign_verify(cosign_keys, cosign_keys.public, ref, digest)[1][0]["critical"]["type"] == LEGACY_TYPE
     wasm_oci.env["COSIGN_PASSWORD"] = "wrong"
@@ -199,17 +205,22 @@ def test_sign_cli_reads_cosign_password_and_reports_json(wasm_oci: ToolRunner, r
 def test_inspect_lists_signatures_and_the_keys_that_verify_them(
     wasm_oci: ToolRunner, registry: RegistryServer, our_keys: KeyPair, cosign_keys: KeyPair
 ) -> None:
-    ref, digest = _push(registry)
+    ref, _digest = _push(registry)
     signing.sign(ref, our_keys.load(), PLAIN)
     signing.sign(ref, cosign_keys.load(), PLAIN, ("bundle",))
     doc = json.loads(wasm_oci("inspect", ref, "--plain-http", "--verify-key", our_keys.public, "--format", "json").stdout)
     rows = sorted((s["layout"], s["status"], s["verifiedBy"]) for s in doc["signatures"])
-    assert rows == [("bundle", "other-key", None), ("bundle", "verified", str(our_keys.public)), ("legacy", "verified", str(our_keys.public))]
+    assert rows == [
+        ("bundle", "other-key", None),
+        ("bundle", "verified", str(our_keys.public)),
+        ("legacy", "verified", str(our_keys.public)),
+    ]
     text = wasm_oci("inspect", ref, "--plain-http").stdout
     assert "Signatures:   3" in text and text.count("unchecked") == 3 and our_keys.trusted().hint in text
 
 
 # -- refusals: nothing is written ------------------------------------------------------------------
+
 
 def _refused_pull(wasm_oci: ToolRunner, ref: str, public: Path, message: str) -> str:
     out = wasm_oci.home / "out.wasm"
@@ -227,7 +238,9 @@ def test_unsigned_artifact_is_refused(wasm_oci: ToolRunner, registry: RegistrySe
 
 
 @pytest.mark.parametrize("layout", ["bundle", "legacy"])
-def test_signature_by_another_key_is_refused(wasm_oci: ToolRunner, registry: RegistryServer, our_keys: KeyPair, cosign_keys: KeyPair, layout: str) -> None:
+def test_signature_by_another_key_is_refused(
+    wasm_oci: ToolRunner, registry: RegistryServer, our_keys: KeyPair, cosign_keys: KeyPair, layout: str
+) -> None:
     ref, _ = _push(registry)
     signing.sign(ref, cosign_keys.load(), PLAIN, (layout,))
     stderr = _refused_pull(wasm_oci, ref, our_keys.public, "signed by another key")
@@ -287,7 +300,7 @@ def _misattached(registry: RegistryServer, sign: Callable[[str, str], object], l
 
 @pytest.mark.peer
 @pytest.mark.parametrize("layout", ["bundle", "legacy"])
-@pytest.mark.parametrize("edit,message", [(False, "signature over another digest"), (True, "tampered payload")])
+@pytest.mark.parametrize(("edit", "message"), [(False, "signature over another digest"), (True, "tampered payload")])
 def test_moved_or_edited_signature_is_refused(
     wasm_oci: ToolRunner, registry: RegistryServer, our_keys: KeyPair, layout: str, edit: bool, message: str
 ) -> None:
@@ -307,7 +320,7 @@ def test_tampered_cosign_legacy_payload_is_refused(wasm_oci: ToolRunner, registr
 
 
 def test_signature_altered_in_registry_storage_is_refused(wasm_oci: ToolRunner, registry: RegistryServer, our_keys: KeyPair) -> None:
-    ref, digest = _push(registry)
+    ref, _digest = _push(registry)
     signed = signing.sign(ref, our_keys.load(), PLAIN, ("bundle",))
     target = _target(ref)
     layer = Descriptor.from_json(json.loads(fetch_bytes(target, signed.attached[0].manifest, "referrer"))["layers"][0])
@@ -319,6 +332,7 @@ def test_signature_altered_in_registry_storage_is_refused(wasm_oci: ToolRunner, 
 
 
 # -- trust policy on pull -----------------------------------------------------------------------------
+
 
 def _policy(wasm_oci: ToolRunner, doc: dict) -> None:
     path = wasm_oci.home / "data" / "policy.json"
@@ -364,7 +378,9 @@ def test_no_policy_pulls_unsigned_and_broken_policy_fails_closed(wasm_oci: ToolR
 def test_check_policy_is_the_single_call_for_run_and_shim(registry: RegistryServer, our_keys: KeyPair, tmp_path: Path) -> None:
     ref, _ = _push(registry)
     signing.sign(ref, our_keys.load(), PLAIN, ("bundle",))
-    (tmp_path / "policy.json").write_text(json.dumps({"rules": [{"scope": registry.host, "mode": "enforce", "keys": [str(our_keys.public)]}]}))
+    (tmp_path / "policy.json").write_text(
+        json.dumps({"rules": [{"scope": registry.host, "mode": "enforce", "keys": [str(our_keys.public)]}]})
+    )
     policy = signing.load_policy(tmp_path / "policy.json")
     parsed = parse(ref)
     target = _target(ref)

@@ -23,12 +23,11 @@ import pytest
 from google.protobuf.any_pb2 import Any as AnyMessage
 from google.protobuf.empty_pb2 import Empty
 
-from wasm_oci.errors import NotFound
+from wasm_oci.errors import NotFound, RpcError
 from wasm_oci.proto import events_pb2, task_pb2, task_types_pb2, task_v2_pb2
 from wasm_oci.proto.events_ttrpc_pb2 import ForwardRequest
 from wasm_oci.proto.ttrpc_pb2 import KeyValue, Request, Response
 from wasm_oci.shim.transport.events import EventPublisher
-from wasm_oci.errors import RpcError
 from wasm_oci.shim.transport.rpc import CODES, Context, Registry
 from wasm_oci.shim.transport.ttrpc import (
     MAX_MESSAGE,
@@ -57,8 +56,7 @@ class FakeTask:
         if request.exec_id:  # lets tests shuffle completion order
             await asyncio.sleep(int(request.exec_id) / 10000)
         bundle = f"{context.namespace}|{','.join(context.metadata.get('x-multi', ()))}|{context.service}"
-        return task_pb2.StateResponse(id=request.id, exec_id=request.exec_id, bundle=bundle,
-                                      status=task_types_pb2.RUNNING)
+        return task_pb2.StateResponse(id=request.id, exec_id=request.exec_id, bundle=bundle, status=task_types_pb2.RUNNING)
 
     async def Wait(self, request: task_pb2.WaitRequest, context: Context) -> task_pb2.WaitResponse:
         try:
@@ -172,8 +170,7 @@ class RawConnection:
 
 
 def request_frame(stream_id: int, method: str, payload: bytes, service: str = V3, **fields: Any) -> bytes:
-    return frame(stream_id, TYPE_REQUEST,
-                 Request(service=service, method=method, payload=payload, **fields).SerializeToString())
+    return frame(stream_id, TYPE_REQUEST, Request(service=service, method=method, payload=payload, **fields).SerializeToString())
 
 
 def test_round_trip_carries_metadata_on_v3_and_v2(sock_dir: Path) -> None:
@@ -181,15 +178,19 @@ def test_round_trip_carries_metadata_on_v3_and_v2(sock_dir: Path) -> None:
         async with serving(sock_dir / "s") as _, await TtrpcClient.connect(f"unix://{sock_dir}/s") as client:
             for service in (V3, V2):
                 response = await client.call(
-                    service, "State", task_pb2.StateRequest(id="t1"), task_pb2.StateResponse,
+                    service,
+                    "State",
+                    task_pb2.StateRequest(id="t1"),
+                    task_pb2.StateResponse,
                     metadata={"containerd-namespace": "k8s.io", "X-Multi": ["a", "b"]},
                 )
                 assert response.id == "t1"
                 assert response.bundle == f"k8s.io|a,b|{service}"
                 assert response.status == task_types_pb2.RUNNING
             # containerd 1.6/1.7 send the namespace under another key
-            response = await client.call(V2, "State", task_pb2.StateRequest(id="t1"), task_pb2.StateResponse,
-                                         metadata={"containerd-namespace-ttrpc": "default"})
+            response = await client.call(
+                V2, "State", task_pb2.StateRequest(id="t1"), task_pb2.StateResponse, metadata={"containerd-namespace-ttrpc": "default"}
+            )
             assert response.bundle.startswith("default|")
 
     run(scenario)
@@ -200,8 +201,7 @@ def test_many_concurrent_calls_on_one_connection(sock_dir: Path) -> None:
         async with serving(sock_dir / "s") as (_, impl), await TtrpcClient.connect(str(sock_dir / "s")) as client:
             blocked = asyncio.ensure_future(client.call(V3, "Wait", task_pb2.WaitRequest(id="w"), task_pb2.WaitResponse))
             calls = [
-                client.call(V3, "State", task_pb2.StateRequest(id=f"t{i}", exec_id=str(i * 37 % 50)),
-                            task_pb2.StateResponse)
+                client.call(V3, "State", task_pb2.StateRequest(id=f"t{i}", exec_id=str(i * 37 % 50)), task_pb2.StateResponse)
                 for i in range(500)
             ]
             pids = [client.call(V3, "Pids", task_pb2.PidsRequest(id="p"), task_pb2.PidsResponse) for _ in range(8)]
@@ -224,8 +224,7 @@ def test_many_concurrent_calls_on_one_connection(sock_dir: Path) -> None:
 def test_unknown_service_and_method_are_unimplemented(sock_dir: Path) -> None:
     async def scenario() -> None:
         async with serving(sock_dir / "s"), await TtrpcClient.connect(str(sock_dir / "s")) as client:
-            error = await expect_error("UNIMPLEMENTED", client.call("containerd.task.v9.Task", "State",
-                                                                      Empty(), Empty))
+            error = await expect_error("UNIMPLEMENTED", client.call("containerd.task.v9.Task", "State", Empty(), Empty))
             assert str(error) == "service containerd.task.v9.Task"
             error = await expect_error("UNIMPLEMENTED", client.call(V3, "Teleport", Empty(), Empty))
             assert str(error) == "method Teleport"
@@ -241,13 +240,10 @@ def test_errors_map_to_grpc_codes(sock_dir: Path) -> None:
             error = await expect_error("NOT_FOUND", client.call(V3, "Kill", task_pb2.KillRequest(id="t9"), Empty))
             assert str(error) == "process t9 not found"
             assert isinstance(error, RpcError)
-            await expect_error("ALREADY_EXISTS", client.call(V3, "Connect", task_pb2.ConnectRequest(),
-                                                            task_pb2.ConnectResponse))
-            error = await expect_error("UNKNOWN", client.call(V3, "Delete", task_pb2.DeleteRequest(),
-                                                             task_pb2.DeleteResponse))
+            await expect_error("ALREADY_EXISTS", client.call(V3, "Connect", task_pb2.ConnectRequest(), task_pb2.ConnectResponse))
+            error = await expect_error("UNKNOWN", client.call(V3, "Delete", task_pb2.DeleteRequest(), task_pb2.DeleteResponse))
             assert str(error) == "a bug"
-            await expect_error("NOT_FOUND", client.call(V3, "Start", task_pb2.StartRequest(id="x"),
-                                                       task_pb2.StartResponse))
+            await expect_error("NOT_FOUND", client.call(V3, "Start", task_pb2.StartRequest(id="x"), task_pb2.StartResponse))
             error = await expect_error("INTERNAL", client.call(V3, "Update", task_pb2.UpdateTaskRequest(), Empty))
             assert "not a message" in str(error)
 
@@ -262,8 +258,7 @@ def test_deadline_cancels_the_handler(sock_dir: Path) -> None:
             assert (await raw.read_status())[:2] == (1, "DEADLINE_EXCEEDED")
             assert impl.cancelled == ["Shutdown slow"]
         async with serving(sock_dir / "s"), await TtrpcClient.connect(str(sock_dir / "s")) as client:
-            await expect_error("DEADLINE_EXCEEDED", client.call(V3, "Shutdown", task_pb2.ShutdownRequest(),
-                                                                Empty, timeout=0.05))
+            await expect_error("DEADLINE_EXCEEDED", client.call(V3, "Shutdown", task_pb2.ShutdownRequest(), Empty, timeout=0.05))
 
     run(scenario)
 
@@ -281,8 +276,7 @@ def test_oversized_frames_are_refused_and_the_connection_survives(sock_dir: Path
             assert task_pb2.StateResponse.FromString(Response.FromString(payload).payload).id == "after"
         async with serving(sock_dir / "s"), await TtrpcClient.connect(str(sock_dir / "s")) as client:
             # a response too large to send becomes a status instead
-            await expect_error("RESOURCE_EXHAUSTED", client.call(V3, "Stats", task_pb2.StatsRequest(),
-                                                                 task_pb2.StatsResponse))
+            await expect_error("RESOURCE_EXHAUSTED", client.call(V3, "Stats", task_pb2.StatsRequest(), task_pb2.StatsResponse))
             # the client refuses to send one
             huge = task_pb2.CreateTaskRequest(id="x" * (MAX_MESSAGE + 1))
             await expect_error("RESOURCE_EXHAUSTED", client.call(V3, "Create", huge, task_pb2.CreateTaskResponse))
@@ -308,7 +302,7 @@ def test_protocol_violations_answer_on_their_stream(sock_dir: Path) -> None:
             assert (await raw.read_status())[:2] == (9, "INVALID_ARGUMENT")
             raw.send(frame(11, 0x7F, b"future"))  # unknown frame types are ignored
             raw.send(request_frame(13, "State", state))
-            stream_id, kind, flags, payload = await raw.read_frame()
+            stream_id, kind, flags, _payload = await raw.read_frame()
             assert (stream_id, kind, flags) == (13, TYPE_RESPONSE, 0)
 
     run(scenario)
@@ -320,8 +314,12 @@ def test_wire_format_of_a_unary_call(sock_dir: Path) -> None:
     def field(number: int, data: bytes) -> bytes:
         return bytes([number << 3 | 2, len(data)]) + data
 
-    request = field(1, V3.encode()) + field(2, b"State") + field(3, field(1, b"t1")) + field(
-        5, field(1, b"containerd-namespace") + field(2, b"default"))
+    request = (
+        field(1, V3.encode())
+        + field(2, b"State")
+        + field(3, field(1, b"t1"))
+        + field(5, field(1, b"containerd-namespace") + field(2, b"default"))
+    )
     expected = task_pb2.StateResponse(id="t1", bundle=f"default||{V3}", status=2).SerializeToString()
 
     async def scenario() -> None:
@@ -393,13 +391,21 @@ def test_connections_from_another_user_are_refused(sock_dir: Path) -> None:
             (sock_dir / "s").chmod(0o777)
             data = request_frame(1, "State", b"").hex()
             result = await asyncio.to_thread(
-                subprocess.run, [python, "-c", probe, str(sock_dir / "s"), data],
-                capture_output=True, text=True, user=65534, group=65534, timeout=20,
+                subprocess.run,
+                [python, "-c", probe, str(sock_dir / "s"), data],
+                capture_output=True,
+                text=True,
+                user=65534,
+                group=65534,
+                timeout=20,
             )
             assert result.stdout.strip() == "0", result.stderr
             root_probe = await asyncio.to_thread(
-                subprocess.run, [sys.executable, "-c", probe, str(sock_dir / "s"), data],
-                capture_output=True, text=True, timeout=20,
+                subprocess.run,
+                [sys.executable, "-c", probe, str(sock_dir / "s"), data],
+                capture_output=True,
+                text=True,
+                timeout=20,
             )
             assert int(root_probe.stdout) > 0, root_probe.stderr
 
@@ -476,8 +482,7 @@ def test_round_trip_latency_on_one_connection(sock_dir: Path) -> None:
             times = []
             for _ in range(1000):
                 started = time.perf_counter()
-                await client.call(V3, "State", request, task_pb2.StateResponse,
-                                  metadata={"containerd-namespace": "default"})
+                await client.call(V3, "State", request, task_pb2.StateResponse, metadata={"containerd-namespace": "default"})
                 times.append(time.perf_counter() - started)
             return statistics.median(times)
 

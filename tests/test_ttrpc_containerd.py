@@ -44,8 +44,7 @@ def test_events_forwarded_over_ttrpc_reach_subscribers(containerd: ContainerdSer
     async def publish() -> None:
         publisher = EventPublisher(f"unix://{containerd.ttrpc_address}")
         publisher.publish("interop-ns", events_pb2.TaskStart(container_id="ttrpc-c1", pid=4242))
-        publisher.publish("interop-ns", events_pb2.TaskExit(container_id="ttrpc-c1", id="ttrpc-c1", pid=4242,
-                                                            exit_status=3))
+        publisher.publish("interop-ns", events_pb2.TaskExit(container_id="ttrpc-c1", id="ttrpc-c1", pid=4242, exit_status=3))
         await publisher.close()
 
     asyncio.run(publish())
@@ -53,7 +52,7 @@ def test_events_forwarded_over_ttrpc_reach_subscribers(containerd: ContainerdSer
     exit_line = watcher.next_with("ttrpc-c1")
     assert "/tasks/start" in start and "interop-ns" in start
     assert "/tasks/exit" in exit_line
-    decoded = json.loads(exit_line[exit_line.index("{"):])  # containerd decoded our Any
+    decoded = json.loads(exit_line[exit_line.index("{") :])  # containerd decoded our Any
     assert decoded["container_id"] == "ttrpc-c1"
     assert decoded["exit_status"] == 3
 
@@ -62,18 +61,34 @@ def test_grpc_stubs_reach_containerd_services(containerd: ContainerdServer, watc
     namespace = (("containerd-namespace", containerd.namespace),)
     blob = b"wasm-oci content read " * 10000
     digest = "sha256:" + hashlib.sha256(blob).hexdigest()
-    subprocess.run([find_tool("ctr"), "--address", str(containerd.address), "--namespace", containerd.namespace,
-                    "content", "ingest", "--expected-digest", digest, "interop-blob"],
-                   input=blob, check=True, capture_output=True, timeout=30)
+    subprocess.run(
+        [
+            find_tool("ctr"),
+            "--address",
+            str(containerd.address),
+            "--namespace",
+            containerd.namespace,
+            "content",
+            "ingest",
+            "--expected-digest",
+            digest,
+            "interop-blob",
+        ],
+        input=blob,
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
     with grpc.insecure_channel(f"unix:{containerd.address}") as channel:
         event = events_pb2.TaskOOM(container_id="grpc-c1")
         events_service_pb2_grpc.EventsStub(channel).Publish(
             events_service_pb2.PublishRequest(
-                topic="/tasks/oom",
-                event=Any(type_url=event.DESCRIPTOR.full_name, value=event.SerializeToString())),
-            metadata=namespace, timeout=10)
-        chunks = content_pb2_grpc.ContentStub(channel).Read(
-            content_pb2.ReadContentRequest(digest=digest), metadata=namespace, timeout=10)
+                topic="/tasks/oom", event=Any(type_url=event.DESCRIPTOR.full_name, value=event.SerializeToString())
+            ),
+            metadata=namespace,
+            timeout=10,
+        )
+        chunks = content_pb2_grpc.ContentStub(channel).Read(content_pb2.ReadContentRequest(digest=digest), metadata=namespace, timeout=10)
         assert b"".join(c.data for c in chunks) == blob
         for call, request in (
             (containers_pb2_grpc.ContainersStub(channel).Get, containers_pb2.GetContainerRequest(id="absent")),

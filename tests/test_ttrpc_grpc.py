@@ -6,10 +6,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.protobuf.empty_pb2 import Empty
 from grpc import aio
+from test_ttrpc import V2, V3, FakeTask, make_registry, run
+from test_ttrpc import sock_dir as sock_dir  # noqa: PLC0414 - the fixture, re-exported for pytest
 
-from test_ttrpc import V2, V3, FakeTask, make_registry, run, sock_dir  # noqa: F401 (fixture)
 from wasm_oci.proto import task_pb2, task_pb2_grpc
 from wasm_oci.shim.transport.grpc_server import start_grpc_server
 from wasm_oci.shim.transport.ttrpc import TtrpcClient, TtrpcServer
@@ -49,12 +49,10 @@ def test_one_registry_serves_grpc_and_ttrpc(sock_dir: Path) -> None:
                 await expect_status(grpc.StatusCode.ALREADY_EXISTS, stub.Connect(task_pb2.ConnectRequest()))
                 await expect_status(grpc.StatusCode.UNKNOWN, stub.Delete(task_pb2.DeleteRequest()))
                 await expect_status(grpc.StatusCode.UNIMPLEMENTED, stub.Checkpoint(task_pb2.CheckpointTaskRequest()))
-                await expect_status(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                    stub.Shutdown(task_pb2.ShutdownRequest(id="g"), timeout=0.1))
+                await expect_status(grpc.StatusCode.DEADLINE_EXCEEDED, stub.Shutdown(task_pb2.ShutdownRequest(id="g"), timeout=0.1))
 
             async with await TtrpcClient.connect(str(sock_dir / "ttrpc")) as client:
-                response = await client.call(V3, "State", task_pb2.StateRequest(id="t1"), task_pb2.StateResponse,
-                                             metadata=dict(NAMESPACE))
+                response = await client.call(V3, "State", task_pb2.StateRequest(id="t1"), task_pb2.StateResponse, metadata=dict(NAMESPACE))
                 assert (response.id, response.bundle) == ("t1", f"k8s.io||{V3}")
         finally:
             await grpc_server.stop(None)

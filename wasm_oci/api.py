@@ -17,11 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wasm_oci.oci import distribution
-from wasm_oci.oci import localstore
-from wasm_oci.oci.distribution import PackageOptions, Result, inspect, login, logout, package
+from wasm_oci.oci import distribution, localstore
 from wasm_oci.oci.copy import Progress
 from wasm_oci.oci.descriptor import Descriptor
+from wasm_oci.oci.distribution import PackageOptions, Result, inspect, login, logout, package
 from wasm_oci.oci.options import RegistryOptions
 from wasm_oci.oci.reference import Reference
 from wasm_oci.oci.target import Target
@@ -32,8 +31,22 @@ if TYPE_CHECKING:
     from wasm_oci.signing.trust import Decision
 
 __all__ = [
-    "RegistryOptions", "PackageOptions", "Result", "package", "push", "copy", "pull", "inspect", "login", "logout",
-    "load_private_key", "load_public_key", "images", "tag", "remove", "prune",
+    "PackageOptions",
+    "RegistryOptions",
+    "Result",
+    "copy",
+    "images",
+    "inspect",
+    "load_private_key",
+    "load_public_key",
+    "login",
+    "logout",
+    "package",
+    "prune",
+    "pull",
+    "push",
+    "remove",
+    "tag",
 ]
 
 images = localstore.entries

@@ -48,9 +48,7 @@ def envelope(namespace: str, event: Message, topic: str | None = None) -> Envelo
     timestamp = Timestamp()
     timestamp.GetCurrentTime()
     packed = Any(type_url=event.DESCRIPTOR.full_name, value=event.SerializeToString())
-    return Envelope(
-        timestamp=timestamp, namespace=namespace, topic=topic or TOPICS[type(event)], event=packed
-    )
+    return Envelope(timestamp=timestamp, namespace=namespace, topic=topic or TOPICS[type(event)], event=packed)
 
 
 class EventPublisher:
@@ -91,14 +89,18 @@ class EventPublisher:
                 self._queue.task_done()
 
     async def _forward(self, item: Envelope) -> None:
-        metadata = {key: item.namespace for key in NAMESPACE_KEYS}
+        metadata = dict.fromkeys(NAMESPACE_KEYS, item.namespace)
         for attempt in range(1, self._attempts + 1):
             try:
                 if self._client is None or self._client.is_closed:
                     self._client = await TtrpcClient.connect(self._address)
                 await self._client.call(
-                    FORWARD_SERVICE, "Forward", ForwardRequest(envelope=item), Empty,
-                    metadata=metadata, timeout=5.0,
+                    FORWARD_SERVICE,
+                    "Forward",
+                    ForwardRequest(envelope=item),
+                    Empty,
+                    metadata=metadata,
+                    timeout=5.0,
                 )
                 return
             except (OSError, RpcError) as exc:

@@ -81,9 +81,9 @@ class Context:
 def metadata_of(pairs: Iterable[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
     """Group (key, value) pairs by lower-cased key, keeping their order."""
     grouped: dict[str, tuple[str, ...]] = {}
-    for key, value in pairs:
-        key = key.lower()
-        grouped[key] = grouped.get(key, ()) + (value,)
+    for name, value in pairs:
+        key = name.lower()
+        grouped[key] = (*grouped.get(key, ()), value)
     return grouped
 
 
@@ -102,16 +102,16 @@ class Registry:
     def __init__(self, max_sync_workers: int = 32) -> None:
         self._services: dict[str, dict[str, Method]] = {}
         # Threads start on first use only.
-        self._executor = ThreadPoolExecutor(max_sync_workers, thread_name_prefix="rpc-handler",
-                                            initializer=name_this_thread, initargs=(RPC_HANDLER,))
+        self._executor = ThreadPoolExecutor(
+            max_sync_workers, thread_name_prefix="rpc-handler", initializer=name_this_thread, initargs=(RPC_HANDLER,)
+        )
 
     def register(self, service: str, methods: Mapping[str, tuple[type[Message], Handler]]) -> None:
         """Serve `methods` under `service` (e.g. "containerd.task.v3.Task")."""
         if service in self._services:
             raise ValueError(f"service {service} is already registered")
         self._services[service] = {
-            name: Method(request_type, handler, inspect.iscoroutinefunction(handler))
-            for name, (request_type, handler) in methods.items()
+            name: Method(request_type, handler, inspect.iscoroutinefunction(handler)) for name, (request_type, handler) in methods.items()
         }
 
     def register_service(self, descriptor: ServiceDescriptor, impl: object) -> None:
@@ -151,9 +151,7 @@ class Registry:
                     response = await method.handler(request, context)  # type: ignore[misc]
                 else:
                     loop = asyncio.get_running_loop()
-                    response = await loop.run_in_executor(
-                        self._executor, method.handler, request, context
-                    )
+                    response = await loop.run_in_executor(self._executor, method.handler, request, context)
         except Exception as exc:
             if status_of(exc)[0] == "UNKNOWN":
                 log.exception("%s/%s failed", context.service, context.method)

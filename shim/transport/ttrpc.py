@@ -25,6 +25,7 @@ from typing import TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
+from wasm_oci.errors import RpcError
 from wasm_oci.proto.ttrpc_pb2 import KeyValue, Request, Response
 from wasm_oci.shim.transport.rpc import (
     CODE_NAMES,
@@ -32,7 +33,6 @@ from wasm_oci.shim.transport.rpc import (
     Context,
     Method,
     Registry,
-    RpcError,
     metadata_of,
     status_of,
 )
@@ -186,9 +186,7 @@ class _ServerConnection(_FrameProtocol):
         deadline = time.monotonic() + request.timeout_nano / 1e9 if request.timeout_nano else None
         metadata = metadata_of((kv.key, kv.value) for kv in request.metadata)
         context = Context(request.service, request.method, metadata, deadline)
-        self._calls[stream_id] = asyncio.get_running_loop().create_task(
-            self._serve(stream_id, method, message, context)
-        )
+        self._calls[stream_id] = asyncio.get_running_loop().create_task(self._serve(stream_id, method, message, context))
 
     async def _serve(self, stream_id: int, method: Method, request: Message, context: Context) -> None:
         response = Response()

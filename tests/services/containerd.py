@@ -10,6 +10,7 @@ whose first entry is `shim_bin_dir` (put a `containerd-shim-*-v1` there, even af
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -38,8 +39,7 @@ DISABLED_PLUGINS = (
 # containerd 1.7 (trixie's, task API v2 over ttrpc only) reads config version 2.
 DISABLED_PLUGINS_1_7 = ("io.containerd.grpc.v1.cri", "io.containerd.nri.v1.nri")
 # ctr subcommands that create FIFOs (default under /run/containerd/fifo) and take --fifo-dir.
-_FIFO_COMMANDS = {("run",), ("tasks", "start"), ("tasks", "exec"), ("task", "start"),
-                  ("task", "exec"), ("t", "start"), ("t", "exec")}
+_FIFO_COMMANDS = {("run",), ("tasks", "start"), ("tasks", "exec"), ("task", "start"), ("task", "exec"), ("t", "start"), ("t", "exec")}
 
 
 def _toml(value: str) -> str:
@@ -130,21 +130,28 @@ class ContainerdServer:
             f"state = {_toml(str(self.state))}",
             f"temp = {_toml(str(self.workdir / 'tmp'))}",
             f"disabled_plugins = [{disabled}]",
-            "[grpc]", f"address = {_toml(str(self.address))}",
-            "[ttrpc]", f"address = {_toml(str(self.ttrpc_address))}",
-            "[debug]", f"level = {_toml(self.log_level)}",
+            "[grpc]",
+            f"address = {_toml(str(self.address))}",
+            "[ttrpc]",
+            f"address = {_toml(str(self.ttrpc_address))}",
+            "[debug]",
+            f"level = {_toml(self.log_level)}",
             # The opt plugin would create /opt/containerd on the host.
-            '[plugins."io.containerd.internal.v1.opt"]', f"path = {_toml(str(self.workdir / 'opt'))}",
+            '[plugins."io.containerd.internal.v1.opt"]',
+            f"path = {_toml(str(self.workdir / 'opt'))}",
         ]
         if not legacy:
-            lines += ['[plugins."io.containerd.image-verifier.v1.bindir"]',
-                      f"bin_dir = {_toml(str(self.workdir / 'image-verifier'))}"]
+            lines += ['[plugins."io.containerd.image-verifier.v1.bindir"]', f"bin_dir = {_toml(str(self.workdir / 'image-verifier'))}"]
         return "\n".join([*lines, self.cri_config, ""])
 
     def env(self) -> dict[str, str]:
         """containerd's environment: PATH = shim_bin_dir, extra_path, tools bin dir, PATH."""
-        dirs = [str(self.shim_bin_dir), *map(str, self.extra_path), str(tools_bin_dir()),
-                os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")]
+        dirs = [
+            str(self.shim_bin_dir),
+            *map(str, self.extra_path),
+            str(tools_bin_dir()),
+            os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONTAINERD_")}
         return {**env, **self.extra_env, "PATH": os.pathsep.join(dirs)}
 
@@ -168,15 +175,23 @@ class ContainerdServer:
             host.mkdir(parents=True, exist_ok=True)
             mounts.append(f"mount --bind {shlex.quote(str(private))} {shlex.quote(str(host))}")
         argv = [
-            "unshare", "--mount", "--propagation", "private", "--",
-            "sh", "-c", " && ".join([*mounts, 'exec "$@"']), "containerd",
-            exe, "--config", str(self.config_path),
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            " && ".join([*mounts, 'exec "$@"']),
+            "containerd",
+            exe,
+            "--config",
+            str(self.config_path),
         ]
         began = time.monotonic()
         self.proc = spawn(argv, self.log_path, env=self.env(), cwd=self.workdir)
         try:
-            wait_until(self._socket_ready, timeout=timeout, what=f"containerd at {self.address}",
-                       proc=self.proc, log_path=self.log_path)
+            wait_until(self._socket_ready, timeout=timeout, what=f"containerd at {self.address}", proc=self.proc, log_path=self.log_path)
             self.mount_ns = os.readlink(f"/proc/{self.proc.pid}/ns/mnt")
             if self.mount_ns == os.readlink("/proc/self/ns/mnt"):
                 raise RuntimeError("containerd is not in a private mount namespace")
@@ -186,18 +201,31 @@ class ContainerdServer:
         self.startup_seconds = time.monotonic() - began
         return self
 
-    def ctr(self, *args: str | os.PathLike[str], namespace: str | None = None,
-            timeout: float = 60.0, check: bool = True,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def ctr(
+        self,
+        *args: str | os.PathLike[str],
+        namespace: str | None = None,
+        timeout: float = 60.0,
+        check: bool = True,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run `ctr -a <socket> -n <namespace> ARGS`, adding --fifo-dir where ctr takes it."""
         words = [str(a) for a in args]
         for n in (2, 1):
             if tuple(words[:n]) in _FIFO_COMMANDS:
                 words[n:n] = ["--fifo-dir", str(self.fifo_dir)]
                 break
-        return run_tool(f"ctr{self.suffix}", "--address", str(self.address), "--namespace",
-                        namespace or self.namespace, *words, timeout=timeout, check=check,
-                        input=input)
+        return run_tool(
+            f"ctr{self.suffix}",
+            "--address",
+            str(self.address),
+            "--namespace",
+            namespace or self.namespace,
+            *words,
+            timeout=timeout,
+            check=check,
+            input=input,
+        )
 
     def _namespace_pids(self) -> list[int]:
         """Processes still in containerd's mount namespaces, this run's and earlier ones'
@@ -227,8 +255,7 @@ class ContainerdServer:
         for ns in listing.stdout.split():
             tasks = self.ctr("tasks", "list", "--quiet", namespace=ns, timeout=10, check=False)
             for task in tasks.stdout.split():
-                self.ctr("tasks", "kill", "--all", "--signal", "SIGKILL", task, namespace=ns,
-                         timeout=10, check=False)
+                self.ctr("tasks", "kill", "--all", "--signal", "SIGKILL", task, namespace=ns, timeout=10, check=False)
                 self.ctr("tasks", "delete", "--force", task, namespace=ns, timeout=15, check=False)
 
     def stop(self) -> None:
@@ -236,19 +263,15 @@ class ContainerdServer:
         if self.proc is None:
             return
         if self.proc.poll() is None and self.mount_ns:
-            try:
+            with contextlib.suppress(AssertionError, OSError):
                 self._kill_tasks()
-            except (AssertionError, OSError):
-                pass
         stop_process(self.proc)
         if self.mount_ns or self.old_mount_ns:
             deadline = time.monotonic() + 10
             while (pids := self._namespace_pids()) and time.monotonic() < deadline:
                 for pid in pids:
-                    try:
+                    with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
                 time.sleep(0.05)
             if pids:
                 raise RuntimeError(f"processes left in containerd's mount namespace: {pids}")

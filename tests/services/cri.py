@@ -98,31 +98,51 @@ class CriNode:
         runtimes = "plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes"
         lines = [
             "[plugins.'io.containerd.cri.v1.images']",
-            "[plugins.'io.containerd.cri.v1.images'.pinned_images]", f"sandbox = {_toml(self.pause_image)}",
-            "[plugins.'io.containerd.cri.v1.images'.registry]", f"config_path = {_toml(str(self.registry.hosts_dir))}",
-            "[plugins.'io.containerd.cri.v1.runtime'.containerd]", 'default_runtime_name = "runc"',
-            f"[{runtimes}.runc]", 'runtime_type = "io.containerd.runc.v2"',
+            "[plugins.'io.containerd.cri.v1.images'.pinned_images]",
+            f"sandbox = {_toml(self.pause_image)}",
+            "[plugins.'io.containerd.cri.v1.images'.registry]",
+            f"config_path = {_toml(str(self.registry.hosts_dir))}",
+            "[plugins.'io.containerd.cri.v1.runtime'.containerd]",
+            'default_runtime_name = "runc"',
+            f"[{runtimes}.runc]",
+            'runtime_type = "io.containerd.runc.v2"',
         ]
         example = example_runtime()
         for handler, group in HANDLERS.items():
-            lines += [f"[{runtimes}.{_toml(handler)}]", f"runtime_type = {_toml(example['runtime_type'])}",
-                      f"[{runtimes}.{_toml(handler)}.options]", f"ConfigPath = {_toml(str(self.shim_config(group)))}"]
+            lines += [
+                f"[{runtimes}.{_toml(handler)}]",
+                f"runtime_type = {_toml(example['runtime_type'])}",
+                f"[{runtimes}.{_toml(handler)}.options]",
+                f"ConfigPath = {_toml(str(self.shim_config(group)))}",
+            ]
         lines += [
             "[plugins.'io.containerd.cri.v1.runtime'.cni]",
-            f"bin_dirs = [{_toml(str(cni_plugins_dir()))}]", f"conf_dir = {_toml(str(self.cni_conf_dir))}",
-            "[plugins.'io.containerd.grpc.v1.cri']", 'stream_server_address = "127.0.0.1"', 'stream_server_port = "0"',
+            f"bin_dirs = [{_toml(str(cni_plugins_dir()))}]",
+            f"conf_dir = {_toml(str(self.cni_conf_dir))}",
+            "[plugins.'io.containerd.grpc.v1.cri']",
+            'stream_server_address = "127.0.0.1"',
+            'stream_server_port = "0"',
         ]
         return "\n".join(lines)
 
     def write_cni_config(self) -> None:
         self.cni_conf_dir.mkdir(parents=True, exist_ok=True)
         conflist = {
-            "cniVersion": "1.0.0", "name": "wasm-oci-test",
-            "plugins": [{
-                "type": "bridge", "bridge": self.bridge, "isGateway": True, "ipMasq": False,
-                "ipam": {"type": "host-local", "ranges": [[{"subnet": f"{SUBNET}.0/24"}]],
-                         "dataDir": str(self.containerd.workdir / "cni-ipam")},
-            }],
+            "cniVersion": "1.0.0",
+            "name": "wasm-oci-test",
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": self.bridge,
+                    "isGateway": True,
+                    "ipMasq": False,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": f"{SUBNET}.0/24"}]],
+                        "dataDir": str(self.containerd.workdir / "cni-ipam"),
+                    },
+                }
+            ],
         }
         (self.cni_conf_dir / "10-wasm-oci-test.conflist").write_text(json.dumps(conflist, indent=1))
 
@@ -170,32 +190,51 @@ class CriNode:
         mode = cri.NamespaceMode.NODE if network == "node" else cri.NamespaceMode.POD
         return cri.PodSandboxConfig(
             metadata=cri.PodSandboxMetadata(name=name, uid=uid, namespace="default", attempt=0),
-            hostname="" if network == "node" else name, log_directory=str(log_dir),  # hostNetwork pods keep the node's
-            labels={"app": name}, annotations={"test": "wasm-oci"},
+            hostname="" if network == "node" else name,
+            log_directory=str(log_dir),  # hostNetwork pods keep the node's
+            labels={"app": name},
+            annotations={"test": "wasm-oci"},
             linux=cri.LinuxPodSandboxConfig(
                 cgroup_parent=f"{self.cgroup_root}/pod{uid}" if cgroups else "",
                 security_context=cri.LinuxSandboxSecurityContext(
-                    namespace_options=cri.NamespaceOption(network=mode, pid=cri.NamespaceMode.CONTAINER,
-                                                          ipc=cri.NamespaceMode.POD))),
+                    namespace_options=cri.NamespaceOption(network=mode, pid=cri.NamespaceMode.CONTAINER, ipc=cri.NamespaceMode.POD)
+                ),
+            ),
         )
 
     def run_pod(self, config: cri.PodSandboxConfig, handler: str = "wasm-oci") -> str:
         response = self.call(self.runtime.RunPodSandbox, cri.RunPodSandboxRequest(config=config, runtime_handler=handler))
         return response.pod_sandbox_id
 
-    def create(self, pod_id: str, pod: cri.PodSandboxConfig, name: str, image: str, *, args: Sequence[str] = (),
-               command: Sequence[str] = (), env: dict[str, str] | None = None, mounts: Sequence[cri.Mount] = (),
-               memory: int = 0, attempt: int = 0, cpu: cri.LinuxContainerResources | None = None) -> str:
+    def create(
+        self,
+        pod_id: str,
+        pod: cri.PodSandboxConfig,
+        name: str,
+        image: str,
+        *,
+        args: Sequence[str] = (),
+        command: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        mounts: Sequence[cri.Mount] = (),
+        memory: int = 0,
+        attempt: int = 0,
+        cpu: cri.LinuxContainerResources | None = None,
+    ) -> str:
         """CreateContainer with the log path a kubelet chooses (`NAME/ATTEMPT.log` in the pod's
         log directory); `cpu` carries the CPU fields of the container's resources."""
         resources = cri.LinuxContainerResources(memory_limit_in_bytes=memory)
         if cpu is not None:
             resources.MergeFrom(cpu)
         config = cri.ContainerConfig(
-            metadata=cri.ContainerMetadata(name=name, attempt=attempt), image=cri.ImageSpec(image=image),
-            command=list(command), args=list(args),
+            metadata=cri.ContainerMetadata(name=name, attempt=attempt),
+            image=cri.ImageSpec(image=image),
+            command=list(command),
+            args=list(args),
             envs=[cri.KeyValue(key=k, value=v.encode()) for k, v in (env or {}).items()],
-            mounts=list(mounts), log_path=f"{name}/{attempt}.log", labels={"container": name},
+            mounts=list(mounts),
+            log_path=f"{name}/{attempt}.log",
+            labels={"container": name},
             linux=cri.LinuxContainerConfig(resources=resources),
         )
         request = cri.CreateContainerRequest(pod_sandbox_id=pod_id, config=config, sandbox_config=pod)
@@ -220,13 +259,14 @@ class CriNode:
             if status.state == state:
                 return status
             if time.monotonic() > deadline:
-                raise AssertionError(f"container {container_id} is {cri.ContainerState.Name(status.state)}, not "
-                                     f"{cri.ContainerState.Name(state)}, after {timeout}s\n{self.log_tail()}")
+                raise AssertionError(
+                    f"container {container_id} is {cri.ContainerState.Name(status.state)}, not "
+                    f"{cri.ContainerState.Name(state)}, after {timeout}s\n{self.log_tail()}"
+                )
             time.sleep(0.05)
 
     def stop_container(self, container_id: str, grace: int) -> None:
-        self.call(self.runtime.StopContainer, cri.StopContainerRequest(container_id=container_id, timeout=grace),
-                  timeout=grace + 30)
+        self.call(self.runtime.StopContainer, cri.StopContainerRequest(container_id=container_id, timeout=grace), timeout=grace + 30)
 
     def remove_container(self, container_id: str) -> None:
         self.call(self.runtime.RemoveContainer, cri.RemoveContainerRequest(container_id=container_id))
@@ -329,7 +369,9 @@ def cri_node(registry: RegistryServer) -> Iterator[CriNode]:
     home.mkdir()
     bridge = f"wocri{os.getpid() % 100000}"
     server = ContainerdServer(workdir=workdir, namespace=K8S_NAMESPACE, extra_env={"WASM_OCI_HOME": str(home / "wasm-oci")})
-    node = CriNode(server, registry, home, bridge, cgroup_root=f"{cgroups.own_paths().get('memory', '').rstrip('/')}/wasm-oci-test-{os.getpid()}")
+    node = CriNode(
+        server, registry, home, bridge, cgroup_root=f"{cgroups.own_paths().get('memory', '').rstrip('/')}/wasm-oci-test-{os.getpid()}"
+    )
     try:
         node.pause_image = push_busybox(registry.host, "k8s/pause", ["/bin/busybox", "sleep", "2147483647"], tag="3.10")
         for group in HANDLERS.values():
@@ -337,8 +379,9 @@ def cri_node(registry: RegistryServer) -> Iterator[CriNode]:
         server.cri_config = node.cri_config()
         node.write_cni_config()
         server.start()
-        subprocess.run([sys.executable, "-m", "wasm_oci.shim.launcher", str(server.shim_bin_dir)],
-                       check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [sys.executable, "-m", "wasm_oci.shim.launcher", str(server.shim_bin_dir)], check=True, capture_output=True, timeout=60
+        )
         node.connect()
         yield node
     finally:

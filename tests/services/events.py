@@ -19,8 +19,9 @@ from .tools import find_tool
 
 class EventWatcher:
     def __init__(self, containerd: ContainerdServer, ready_timeout: float = 15.0) -> None:
-        self.proc = subprocess.Popen([find_tool("ctr"), "--address", str(containerd.address), "events"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            [find_tool("ctr"), "--address", str(containerd.address), "events"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
         try:

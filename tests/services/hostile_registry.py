@@ -25,7 +25,7 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -81,7 +81,7 @@ def hello_artifact() -> WasmArtifact:
     if _ARTIFACT is None:
         from wasm_oci.oci import distribution as api
 
-        opts = api.PackageOptions(created=datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc))
+        opts = api.PackageOptions(created=datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC))
         packaged, wasm = api.package_file(HELLO_WASM, opts)
         _ARTIFACT = WasmArtifact(
             manifest=packaged.manifest_bytes,
@@ -112,7 +112,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 64
-    owner: "HostileRegistry"
+    owner: HostileRegistry
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -131,7 +131,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _go(self) -> None:
         try:
             self.server.owner._dispatch(self)
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, socket.timeout, OSError):
+        except (TimeoutError, BrokenPipeError, ConnectionResetError, ConnectionAbortedError, OSError):
             self.close_connection = True
 
     do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _go
@@ -169,7 +169,7 @@ def send_error_json(h: _Handler, status: int, code: str) -> None:
     send(h, status, body, {"Content-Type": "application/json"})
 
 
-def stream(h: _Handler, owner: "HostileRegistry", total: int, chunk: bytes = b" " * MiB, interval: float = 0.0) -> None:
+def stream(h: _Handler, owner: HostileRegistry, total: int, chunk: bytes = b" " * MiB, interval: float = 0.0) -> None:
     """Write `chunk` repeatedly until `total` bytes, the client leaves, or the server stops."""
     sent = 0
     while sent < total and not owner.stopping.is_set():
@@ -226,7 +226,7 @@ class HostileRegistry:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> "HostileRegistry":
+    def start(self) -> HostileRegistry:
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.owner = self
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -241,7 +241,7 @@ class HostileRegistry:
         if self._thread:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> "HostileRegistry":
+    def __enter__(self) -> HostileRegistry:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -322,11 +322,10 @@ class HostileRegistry:
             if got != expected:
                 send(h, 401, b'{"errors":[{"code":"UNAUTHORIZED"}]}', {"WWW-Authenticate": 'Basic realm="hostile"'})
                 return False
-        if self.token_realm:
-            if got != f"Bearer {GOOD_TOKEN}":
-                challenge = f'Bearer realm="{self.token_realm}",service="hostile",scope="repository:{route.name}:pull"'
-                send(h, 401, b'{"errors":[{"code":"UNAUTHORIZED"}]}', {"WWW-Authenticate": challenge})
-                return False
+        if self.token_realm and got != f"Bearer {GOOD_TOKEN}":
+            challenge = f'Bearer realm="{self.token_realm}",service="hostile",scope="repository:{route.name}:pull"'
+            send(h, 401, b'{"errors":[{"code":"UNAUTHORIZED"}]}', {"WWW-Authenticate": challenge})
+            return False
         return True
 
     def _dispatch(self, h: _Handler) -> None:
@@ -523,8 +522,13 @@ def _endless(h: _Handler, owner: HostileRegistry, route: Route) -> bool:
         return False
     if route.method == "HEAD":
         digest = owner.tags.get(route.ref or "", route.ref)
-        send(h, 200, b"", {"Content-Type": OCI_MANIFEST} | ({} if owner.params.get("head_no_digest") else
-                                                             {"Docker-Content-Digest": str(digest), "Content-Length": "400"}))
+        send(
+            h,
+            200,
+            b"",
+            {"Content-Type": OCI_MANIFEST}
+            | ({} if owner.params.get("head_no_digest") else {"Docker-Content-Digest": str(digest), "Content-Length": "400"}),
+        )
         return True
     h.send_response(owner.params.get("status", 200))
     h.send_header("Content-Type", owner.params.get("content_type", OCI_MANIFEST))
@@ -542,7 +546,12 @@ def _gzip(h: _Handler, owner: HostileRegistry, route: Route) -> bool:
     if route.method == "HEAD":
         return False
     bomb = gzip_bomb()
-    send(h, owner.params.get("status", 200), bomb, {"Content-Type": owner.params.get("content_type", OCI_MANIFEST), "Content-Encoding": "gzip"})
+    send(
+        h,
+        owner.params.get("status", 200),
+        bomb,
+        {"Content-Type": owner.params.get("content_type", OCI_MANIFEST), "Content-Encoding": "gzip"},
+    )
     return True
 
 

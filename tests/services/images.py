@@ -61,20 +61,24 @@ def push_busybox(host: str, repository: str, cmd: list[str], tag: str = "1") -> 
     """Build the busybox image running `cmd` and push it as HOST/REPOSITORY:TAG; returns the reference."""
     tar = _busybox_tar()
     layer_bytes = gzip.compress(tar, mtime=0)
-    config_bytes = _json({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {"Cmd": cmd, "Env": ["PATH=/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": [Descriptor.for_bytes(LAYER, tar).digest]},
-    })
+    config_bytes = _json(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Cmd": cmd, "Env": ["PATH=/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": [Descriptor.for_bytes(LAYER, tar).digest]},
+        }
+    )
     layer = Descriptor.for_bytes(LAYER, layer_bytes)
     config = Descriptor.for_bytes(mediatypes.OCI_IMAGE_CONFIG, config_bytes)
-    manifest_bytes = _json({
-        "schemaVersion": 2,
-        "mediaType": mediatypes.OCI_MANIFEST,
-        "config": config.to_json(),
-        "layers": [layer.to_json()],
-    })
+    manifest_bytes = _json(
+        {
+            "schemaVersion": 2,
+            "mediaType": mediatypes.OCI_MANIFEST,
+            "config": config.to_json(),
+            "layers": [layer.to_json()],
+        }
+    )
     manifest = Descriptor.for_bytes(mediatypes.OCI_MANIFEST, manifest_bytes)
     memory = MemoryStore()
     memory.push_blob(layer, [layer_bytes])

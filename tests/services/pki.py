@@ -64,7 +64,7 @@ class TestCA:
         directory.mkdir(parents=True, exist_ok=True)
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         cert = (
             x509.CertificateBuilder()
             .subject_name(subject)
@@ -76,9 +76,15 @@ class TestCA:
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                    crl_sign=True, encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )
@@ -98,7 +104,7 @@ class TestCA:
     ) -> IssuedCert:
         """Sign a leaf cert: a TLS server cert (SANs) or, with server=False, a signing cert."""
         key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
@@ -117,9 +123,7 @@ class TestCA:
             sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
             sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            builder = builder.add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-            )
+            builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         cert = builder.sign(self.key, hashes.SHA256())
         directory.mkdir(parents=True, exist_ok=True)
         return IssuedCert(
@@ -143,7 +147,7 @@ def bcrypt_hash(password: str, cost: int = 4) -> str:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            import crypt  # noqa: PLC0415 - removed in Python 3.13
+            import crypt
 
         hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=2**cost))
         if hashed and hashed.startswith("$2"):
@@ -151,12 +155,9 @@ def bcrypt_hash(password: str, cost: int = 4) -> str:
     except ImportError:
         pass
     try:
-        import bcrypt  # type: ignore[import-not-found]  # noqa: PLC0415
+        import bcrypt  # type: ignore[import-not-found]
     except ImportError as exc:
-        raise RuntimeError(
-            "no bcrypt implementation: Python's crypt module lacks blowfish here; "
-            "`pip install bcrypt`"
-        ) from exc
+        raise RuntimeError("no bcrypt implementation: Python's crypt module lacks blowfish here; `pip install bcrypt`") from exc
     return str(bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=cost)).decode())
 
 

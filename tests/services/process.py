@@ -6,6 +6,7 @@ session so that stopping one also reaches whatever it spawned in its process gro
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -26,9 +27,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def spawn(
-    argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.Popen[bytes]:
+def spawn(argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen[bytes]:
     """Start a daemon in a new session with stdout+stderr appended to log_path.
 
     `setpriv --pdeathsig TERM` (util-linux) makes the daemon get SIGTERM if the test process
@@ -88,10 +87,8 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
         if proc.poll() is not None:
             break
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
         try:
             proc.wait(timeout=wait)
         except subprocess.TimeoutExpired:

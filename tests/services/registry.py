@@ -78,7 +78,7 @@ class RegistryServer:
         algorithm, _, hexdigest = digest.partition(":")
         if algorithm != "sha256" or len(hexdigest) != 64:
             raise ValueError(f"not a sha256 digest: {digest!r}")
-        return (self.storage_dir / "docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data")
+        return self.storage_dir / "docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data"
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """A client context trusting the test CA (None for plain HTTP)."""
@@ -103,8 +103,7 @@ class RegistryServer:
     def _write_hosts_dir(self) -> None:
         host_dir = self.hosts_dir / self.host
         host_dir.mkdir(parents=True, exist_ok=True)
-        lines = [f'server = "{self.base_url}"', f'[host."{self.base_url}"]',
-                 '  capabilities = ["pull", "resolve", "push"]']
+        lines = [f'server = "{self.base_url}"', f'[host."{self.base_url}"]', '  capabilities = ["pull", "resolve", "push"]']
         if self.ca_cert and self.tls:
             lines.append(f"  ca = {json.dumps(str(self.ca_cert))}")
         (host_dir / "hosts.toml").write_text("\n".join(lines) + "\n")
@@ -135,10 +134,14 @@ class RegistryServer:
             config["auth"] = {"htpasswd": {"realm": "wasm-oci-test", "path": str(self.htpasswd)}}
         elif self.token_server:
             ts = self.token_server
-            config["auth"] = {"token": {
-                "realm": ts.realm, "service": ts.service, "issuer": ts.issuer,
-                "rootcertbundle": str(self.ca_cert),
-            }}
+            config["auth"] = {
+                "token": {
+                    "realm": ts.realm,
+                    "service": ts.service,
+                    "issuer": ts.issuer,
+                    "rootcertbundle": str(self.ca_cert),
+                }
+            }
         return config
 
     def _probe(self) -> bool | None:
@@ -165,8 +168,7 @@ class RegistryServer:
             self.config_path.write_text(json.dumps(self.config(), indent=2))
             self.proc = spawn([exe, "serve", str(self.config_path)], self.log_path, env=env)
             try:
-                wait_until(self._probe, timeout=timeout, what=f"registry on {self.host}",
-                           proc=self.proc, log_path=self.log_path)
+                wait_until(self._probe, timeout=timeout, what=f"registry on {self.host}", proc=self.proc, log_path=self.log_path)
                 break
             except RuntimeError:
                 stop_process(self.proc)
@@ -208,15 +210,18 @@ def tls_basic_registry(workdir: Path, username: str = "wasm-tester") -> Registry
     htpasswd = workdir / "htpasswd"
     htpasswd.parent.mkdir(parents=True, exist_ok=True)
     htpasswd.write_text(f"{username}:{bcrypt_hash(password)}\n")
-    return RegistryServer(workdir=workdir, tls=ca.issue_loopback_server(pki), ca_cert=ca.cert_path,
-                          username=username, password=password, htpasswd=htpasswd)
+    return RegistryServer(
+        workdir=workdir, tls=ca.issue_loopback_server(pki), ca_cert=ca.cert_path, username=username, password=password, htpasswd=htpasswd
+    )
 
 
 def token_registry(workdir: Path, username: str = "wasm-tester") -> RegistryServer:
     """HTTP registry whose auth is bearer tokens from an in-process token server."""
     ca = TestCA.create(workdir / "pki", name="wasm-oci test token CA")
     signer = ca.issue(workdir / "pki", "token-signer", "wasm-oci test token signer", server=False)
-    token_server = TokenServer(signer=signer, username=username, password=random_secret(),
-                               service="wasm-oci-test-registry", issuer="wasm-oci-test-token-issuer")
-    return RegistryServer(workdir=workdir, ca_cert=ca.cert_path, username=username,
-                          password=token_server.password, token_server=token_server)
+    token_server = TokenServer(
+        signer=signer, username=username, password=random_secret(), service="wasm-oci-test-registry", issuer="wasm-oci-test-token-issuer"
+    )
+    return RegistryServer(
+        workdir=workdir, ca_cert=ca.cert_path, username=username, password=token_server.password, token_server=token_server
+    )

@@ -37,11 +37,13 @@ EXAMPLES = REPO_ROOT / "examples"
 def module(body: str) -> bytes:
     """A WASI preview 1 core module from WAT: `body` goes inside `(module ...)` after the
     `proc_exit` and `fd_write` imports."""
-    return bytes(wasmtime.wat2wasm(
-        '(module (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))'
-        ' (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))'
-        f" {body})"
-    ))
+    return bytes(
+        wasmtime.wat2wasm(
+            '(module (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))'
+            ' (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))'
+            f" {body})"
+        )
+    )
 
 
 EXIT_42 = module('(memory (export "memory") 1) (func (export "_start") (call $exit (i32.const 42)))')
@@ -53,17 +55,16 @@ MEMORY_HOG = module(
 )
 
 
-
 def sleeper(seconds: int, status: int) -> bytes:
     """Sleeps in a host call (poll_oneoff on the monotonic clock), then exits with `status`."""
     return module(
         '(import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))'
         ' (memory (export "memory") 1)'
         ' (func (export "_start")'
-        '  (i32.store (i32.const 16) (i32.const 1))'
-        f'  (i64.store (i32.const 24) (i64.const {seconds * 1_000_000_000}))'
-        '  (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))'
-        f'  (call $exit (i32.const {status})))'
+        "  (i32.store (i32.const 16) (i32.const 1))"
+        f"  (i64.store (i32.const 24) (i64.const {seconds * 1_000_000_000}))"
+        "  (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))"
+        f"  (call $exit (i32.const {status})))"
     )
 
 
@@ -104,8 +105,7 @@ class ShimHarness:
         self.images[name] = ref
         return ref
 
-    def push_rootfs_image(self, name: str, wasm: Path, entrypoint: str, config: dict[str, object] | None = None,
-                          pull: bool = True) -> str:
+    def push_rootfs_image(self, name: str, wasm: Path, entrypoint: str, config: dict[str, object] | None = None, pull: bool = True) -> str:
         """An ordinary Linux image whose one tar layer holds the wasm at `entrypoint` (more
         image `config` keys, e.g. StopSignal, added), pulled into containerd with `ctr` unless
         `pull` is false."""
@@ -123,16 +123,23 @@ class ShimHarness:
         diff_id = Descriptor.for_bytes("", tar_bytes.getvalue()).digest
         layer_data = gzip.compress(tar_bytes.getvalue(), mtime=0)
         layer = Descriptor.for_bytes("application/vnd.oci.image.layer.v1.tar+gzip", layer_data)
-        config_data = json.dumps({
-            "architecture": "amd64", "os": "linux",
-            "config": {"Entrypoint": [entrypoint], "Env": ["PATH=/"], **(config or {})},
-            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        }).encode()
+        config_data = json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "config": {"Entrypoint": [entrypoint], "Env": ["PATH=/"], **(config or {})},
+                "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+            }
+        ).encode()
         config_descriptor = Descriptor.for_bytes("application/vnd.oci.image.config.v1+json", config_data)
-        manifest_data = json.dumps({
-            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": config_descriptor.to_json(), "layers": [layer.to_json()],
-        }).encode()
+        manifest_data = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": config_descriptor.to_json(),
+                "layers": [layer.to_json()],
+            }
+        ).encode()
         manifest = Descriptor.for_bytes("application/vnd.oci.image.manifest.v1+json", manifest_data)
         ref = f"{self.registry.host}/shim/{name}:1"
         parsed = reference.parse(ref)
@@ -146,16 +153,31 @@ class ShimHarness:
         self.images[name] = ref
         return ref
 
-    def ctr_run(self, ref: str, task_id: str, *args: str, flags: Sequence[str] = (), timeout: float = 60,
-                check: bool = False) -> subprocess.CompletedProcess[str]:
+    def ctr_run(
+        self, ref: str, task_id: str, *args: str, flags: Sequence[str] = (), timeout: float = 60, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
         """`ctr run --rm --runtime io.containerd.wasm-oci.v1 [flags] REF ID [args]`."""
-        return self.containerd.ctr("run", "--rm", "--runtime", RUNTIME, *flags, ref, task_id, *args,
-                                   timeout=timeout, check=check)
+        return self.containerd.ctr("run", "--rm", "--runtime", RUNTIME, *flags, ref, task_id, *args, timeout=timeout, check=check)
 
     def run_background(self, ref: str, task_id: str, *args: str, flags: Sequence[str] = ()) -> subprocess.Popen[str]:
         """An attached `ctr run --rm` left running (ctr waits for the task)."""
-        argv = [find_tool("ctr" + self.containerd.suffix), "--address", str(self.containerd.address), "--namespace", self.containerd.namespace,
-                "run", "--fifo-dir", str(self.containerd.fifo_dir), "--rm", "--runtime", RUNTIME, *flags, ref, task_id, *args]
+        argv = [
+            find_tool("ctr" + self.containerd.suffix),
+            "--address",
+            str(self.containerd.address),
+            "--namespace",
+            self.containerd.namespace,
+            "run",
+            "--fifo-dir",
+            str(self.containerd.fifo_dir),
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            *flags,
+            ref,
+            task_id,
+            *args,
+        ]
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def task_status(self, task_id: str) -> str | None:
@@ -195,12 +217,10 @@ def shim_harness(registry: RegistryServer, release: str = "2.1", **extra_env: st
     workdir = Path(tempfile.mkdtemp(prefix=f"wasm-oci-shim{release}-"))
     home = workdir / "home"
     home.mkdir()
-    server = ContainerdServer(workdir=workdir, release=release, namespace="shim-test",
-                              extra_env={"WASM_OCI_HOME": str(home), **extra_env})
+    server = ContainerdServer(workdir=workdir, release=release, namespace="shim-test", extra_env={"WASM_OCI_HOME": str(home), **extra_env})
     try:
         server.start()
-        subprocess.run([sys.executable, "-m", "wasm_oci.shim.launcher", str(server.shim_bin_dir)],
-                       check=True, capture_output=True)
+        subprocess.run([sys.executable, "-m", "wasm_oci.shim.launcher", str(server.shim_bin_dir)], check=True, capture_output=True)
         yield ShimHarness(server, registry, home)
     finally:
         server.stop()

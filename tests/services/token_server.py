@@ -73,10 +73,10 @@ class TokenServer:
             def log_message(self, format: str, *args: Any) -> None:  # quiet
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 owner._handle(self, parse_qs(urlsplit(self.path).query))
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 form = parse_qs(self.rfile.read(length).decode())
                 owner._handle(self, form)
@@ -84,8 +84,9 @@ class TokenServer:
         self._server = ThreadingHTTPServer((self.host, self.port), Handler)
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        name="token-server", daemon=True)  # quick shutdown()
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="token-server", daemon=True
+        )  # quick shutdown()
         self._thread.start()
         return self
 
@@ -118,19 +119,19 @@ class TokenServer:
         path = urlsplit(handler.path).path
         user = self._authenticate(handler, form) if path == TOKEN_PATH else None
         grant_type = form.get("grant_type", [""])[0] or None
-        self.requests.append(
-            {"method": handler.command, "scope": form.get("scope", []), "user": user,
-             "grant_type": grant_type}
-        )
+        self.requests.append({"method": handler.command, "scope": form.get("scope", []), "user": user, "grant_type": grant_type})
         if path != TOKEN_PATH:
             return self._reply(handler, 404, {"error": "not found"})
         if user is None:
-            return self._reply(handler, 401, {"error": "invalid credentials"},
-                               {"WWW-Authenticate": 'Basic realm="wasm-oci test token server"'})
+            return self._reply(
+                handler, 401, {"error": "invalid credentials"}, {"WWW-Authenticate": 'Basic realm="wasm-oci test token server"'}
+            )
         service = (form.get("service") or [self.service])[0]
         token = self.issue(user, service, parse_scopes(form.get("scope", [])))
         body: dict[str, Any] = {
-            "token": token, "access_token": token, "expires_in": TOKEN_TTL_SECONDS,
+            "token": token,
+            "access_token": token,
+            "expires_in": TOKEN_TTL_SECONDS,
             "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         if grant_type in ("password", "refresh_token") or form.get("offline_token") == ["true"]:
@@ -138,10 +139,10 @@ class TokenServer:
             self._refresh_tokens[refresh] = user
             body["refresh_token"] = refresh
         self._reply(handler, 200, body)
+        return None
 
     @staticmethod
-    def _reply(handler: BaseHTTPRequestHandler, status: int, body: dict[str, Any],
-               headers: dict[str, str] | None = None) -> None:
+    def _reply(handler: BaseHTTPRequestHandler, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode()
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json")
@@ -155,12 +156,19 @@ class TokenServer:
         """A compact ES256 JWT as distribution 2.8 verifies it (x5c chain, iss, aud, exp/nbf)."""
         now = int(time.time())
         header = {
-            "typ": "JWT", "alg": "ES256",
+            "typ": "JWT",
+            "alg": "ES256",
             "x5c": [base64.b64encode(self.signer.cert.public_bytes(serialization.Encoding.DER)).decode()],
         }
         claims = {
-            "iss": self.issuer, "sub": subject, "aud": audience, "exp": now + TOKEN_TTL_SECONDS,
-            "nbf": now - 10, "iat": now, "jti": secrets.token_hex(8), "access": access,
+            "iss": self.issuer,
+            "sub": subject,
+            "aud": audience,
+            "exp": now + TOKEN_TTL_SECONDS,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": secrets.token_hex(8),
+            "access": access,
         }
         signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
         assert isinstance(self.signer.key, ec.EllipticCurvePrivateKey)

@@ -36,18 +36,14 @@ def find_tool(name: str) -> str:
     if found:
         return str(Path(found).resolve())
     raise MissingToolError(
-        f"{name!r} not found in {tools_bin_dir()} nor on PATH: run `bash {INSTALL_SCRIPT}` "
-        "(set WASM_OCI_TOOLS to choose another prefix)"
+        f"{name!r} not found in {tools_bin_dir()} nor on PATH: run `bash {INSTALL_SCRIPT}` (set WASM_OCI_TOOLS to choose another prefix)"
     )
 
 
 def format_result(result: subprocess.CompletedProcess[str]) -> str:
     """Command line, exit code and both outputs, for assertion messages."""
     cmd = " ".join(map(str, result.args)) if isinstance(result.args, Sequence) else str(result.args)
-    return (
-        f"command: {cmd}\nexit code: {result.returncode}\n"
-        f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
-    )
+    return f"command: {cmd}\nexit code: {result.returncode}\n--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
 
 
 def run_tool(
@@ -80,9 +76,7 @@ def run_tool(
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout
         err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr
-        raise AssertionError(
-            f"timed out after {timeout}s: {' '.join(argv)}\n--- stdout ---\n{out}\n--- stderr ---\n{err}"
-        ) from None
+        raise AssertionError(f"timed out after {timeout}s: {' '.join(argv)}\n--- stdout ---\n{out}\n--- stderr ---\n{err}") from None
     if check and result.returncode != 0:
         raise AssertionError(format_result(result))
     return result
@@ -101,12 +95,14 @@ class ToolRunner:
         home.mkdir(parents=True, exist_ok=True)
         (home / ".docker").mkdir(exist_ok=True)
         self.home = home
-        self.env = {**os.environ, "HOME": str(home), "DOCKER_CONFIG": str(home / ".docker"),
-                    **(extra_env or {})}
+        self.env = {**os.environ, "HOME": str(home), "DOCKER_CONFIG": str(home / ".docker"), **(extra_env or {})}
 
     def __call__(
-        self, *args: str | os.PathLike[str], timeout: float = 60.0, check: bool = True,
-        input: str | None = None, cwd: str | os.PathLike[str] | None = None,
+        self,
+        *args: str | os.PathLike[str],
+        timeout: float = 60.0,
+        check: bool = True,
+        input: str | None = None,
+        cwd: str | os.PathLike[str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        return run_tool(self.exe, *args, timeout=timeout, check=check, env=self.env,
-                        input=input, cwd=cwd)
+        return run_tool(self.exe, *args, timeout=timeout, check=check, env=self.env, input=input, cwd=cwd)
