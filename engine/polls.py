@@ -25,6 +25,8 @@ import functools
 
 import wasmtime
 
+from wasm_oci.binary import uleb128
+
 SLICE = 20_000_000
 """Nanoseconds of a wait's first slice: a stop soon after a wait began ends it within the
 shim's kill grace (50 ms)."""
@@ -170,23 +172,14 @@ def _leb(data: bytes, at: int) -> tuple[int, int]:
         shift += 7
 
 
-def _u32(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
 def _name(text: str) -> bytes:
     raw = text.encode()
-    return _u32(len(raw)) + raw
+    return uleb128(len(raw)) + raw
 
 
 def _section(kind: int, *entries: bytes) -> bytes:
-    body = _u32(len(entries)) + b"".join(entries)
-    return bytes([kind]) + _u32(len(body)) + body
+    body = uleb128(len(entries)) + b"".join(entries)
+    return bytes([kind]) + uleb128(len(body)) + body
 
 
 def _read_name(data: bytes, at: int) -> tuple[str, int]:
@@ -286,9 +279,9 @@ def wrap(wasm: bytes) -> bytes | None:
 
 def _instance_type(pollable: int, *declarations: bytes) -> bytes:
     """An instance type whose type 0 is the outer `pollable`, exported as its type 1."""
-    alias = b"\x02" + _TYPE + b"\x02\x01" + _u32(pollable)
+    alias = b"\x02" + _TYPE + b"\x02\x01" + uleb128(pollable)
     exported = b"\x04\x00" + _name("pollable") + _TYPE + b"\x00\x00"
-    return _INSTANCE_TYPE + _u32(2 + len(declarations)) + alias + exported + b"".join(declarations)
+    return _INSTANCE_TYPE + uleb128(2 + len(declarations)) + alias + exported + b"".join(declarations)
 
 
 def _type(body: bytes) -> bytes:
@@ -296,11 +289,11 @@ def _type(body: bytes) -> bytes:
 
 
 def _func_type(params: list[tuple[str, bytes]], result: bytes) -> bytes:
-    return _type(_FUNC_TYPE + _u32(len(params)) + b"".join(_name(name) + kind for name, kind in params) + b"\x00" + result)
+    return _type(_FUNC_TYPE + uleb128(len(params)) + b"".join(_name(name) + kind for name, kind in params) + b"\x00" + result)
 
 
 def _func_export(name: str, index: int) -> bytes:
-    return b"\x04\x00" + _name(name) + _FUNC + _u32(index)
+    return b"\x04\x00" + _name(name) + _FUNC + uleb128(index)
 
 
 def _wrapped(
@@ -323,9 +316,9 @@ def _wrapped(
     out = bytearray(_HEADER)
     for kind, start, end in prefix:
         if kind != 0:
-            out += bytes([kind]) + _u32(end - start) + wasm[start:end]
+            out += bytes([kind]) + uleb128(end - start) + wasm[start:end]
     pollable = next_index(_TYPE)  # the guest's wasi:io/poll's, as its other imports see it
-    out += _section(6, _TYPE + b"\x00" + _u32(poll) + _name("pollable"))
+    out += _section(6, _TYPE + b"\x00" + uleb128(poll) + _name("pollable"))
     poll_type, clock_type = next_index(_TYPE), next_index(_TYPE)
     out += _section(
         7,
@@ -349,36 +342,36 @@ def _wrapped(
     wasi_poll, wasi_clock = next_index(_INSTANCE), next_index(_INSTANCE)
     out += _section(
         10,
-        b"\x00" + _name(f"wasi:io/poll@{ALIAS}") + _INSTANCE + _u32(poll_type),
-        b"\x00" + _name(f"wasi:clocks/monotonic-clock@{ALIAS}") + _INSTANCE + _u32(clock_type),
+        b"\x00" + _name(f"wasi:io/poll@{ALIAS}") + _INSTANCE + uleb128(poll_type),
+        b"\x00" + _name(f"wasi:clocks/monotonic-clock@{ALIAS}") + _INSTANCE + uleb128(clock_type),
     )
     mixer = next_index(_COMPONENT)
-    out += bytes([4]) + _u32(len(_mixer())) + _mixer()
+    out += bytes([4]) + uleb128(len(_mixer())) + _mixer()
     mixed = next_index(_INSTANCE)
     out += _section(
         5,
         b"\x00"
-        + _u32(mixer)
-        + _u32(3)
+        + uleb128(mixer)
+        + uleb128(3)
         + _name("pollable")
         + _TYPE
-        + _u32(pollable)
+        + uleb128(pollable)
         + _name("poll")
         + _INSTANCE
-        + _u32(wasi_poll)
+        + uleb128(wasi_poll)
         + _name("clock")
         + _INSTANCE
-        + _u32(wasi_clock),
+        + uleb128(wasi_clock),
     )
     guest = next_index(_COMPONENT)
-    out += bytes([4]) + _u32(len(wasm)) + wasm
+    out += bytes([4]) + uleb128(len(wasm)) + wasm
     instance = next_index(_INSTANCE)
-    args = [_name(name) + sort + _u32(mixed if sort == _INSTANCE and index == poll else index) for name, sort, index in imports]
-    out += _section(5, b"\x00" + _u32(guest) + _u32(len(args)) + b"".join(args))
+    args = [_name(name) + sort + uleb128(mixed if sort == _INSTANCE and index == poll else index) for name, sort, index in imports]
+    out += _section(5, b"\x00" + uleb128(guest) + uleb128(len(args)) + b"".join(args))
     if exports:
-        out += _section(6, *(sort + b"\x00" + _u32(instance) + _name(name) for name, sort in exports))
+        out += _section(6, *(sort + b"\x00" + uleb128(instance) + _name(name) for name, sort in exports))
         aliases = [next_index(sort) for _, sort in exports]
         out += _section(
-            11, *(b"\x00" + _name(name) + sort + _u32(index) + b"\x00" for (name, sort), index in zip(exports, aliases, strict=True))
+            11, *(b"\x00" + _name(name) + sort + uleb128(index) + b"\x00" for (name, sort), index in zip(exports, aliases, strict=True))
         )
     return bytes(out)

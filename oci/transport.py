@@ -91,18 +91,10 @@ def _watched(sock: socket.socket | None) -> None:
         cutoff.watch(sock)
 
 
-class _Connection(HTTPConnection):
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _watched(sock)
-        return sock
+class _Watched(HTTPConnection):
+    """Registers the connection's socket with the request's Cutoff: a new one as it connects,
+    a kept-alive one (or the TLS socket that wraps a new one) at each request."""
 
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _watched(self.sock)  # a kept-alive connection, or the TLS socket that wraps a new one
-        super().request(*args, **kwargs)
-
-
-class _TLSConnection(HTTPSConnection):
     def _new_conn(self) -> socket.socket:
         sock = super()._new_conn()
         _watched(sock)
@@ -111,6 +103,14 @@ class _TLSConnection(HTTPSConnection):
     def request(self, *args: Any, **kwargs: Any) -> None:
         _watched(self.sock)
         super().request(*args, **kwargs)
+
+
+class _Connection(_Watched):
+    pass
+
+
+class _TLSConnection(_Watched, HTTPSConnection):
+    pass
 
 
 class _Pool(HTTPConnectionPool):

@@ -7,20 +7,13 @@ command, so these stay in wire format: varints and length-delimited fields only.
 
 from __future__ import annotations
 
+from wasm_oci.binary import uleb128 as varint
+
 TYPE_CHECKING = False  # typing and collections.abc cost milliseconds to import here
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 VARINT, LENGTH = 0, 2
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 def field_varint(number: int, value: int) -> bytes:

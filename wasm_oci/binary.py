@@ -1,19 +1,34 @@
-"""The WebAssembly binary header: a core module or a component, told apart without parsing.
+"""The WebAssembly binary format's pieces more than one layer needs: the header (a core module
+or a component, told apart without parsing) and LEB128 integers (WebAssembly's, which are
+protobuf's varints too).
 
-Shared by packaging (oci.wasminfo) and the engine, which must not depend on each other.
+Shared by packaging (oci.wasminfo), the engine and the shim's hand-made protobuf (shim/wire.py,
+on `start`'s and `delete`'s path: nothing here imports typing at run time).
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 from wasm_oci.errors import InvalidWasm
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Literal
+
+    Kind = Literal["component", "module"]
 
 _MAGIC = b"\0asm"
 _MODULE_VERSION = b"\x01\x00\x00\x00"
 _COMPONENT_LAYER = b"\x01\x00"
 
-Kind = Literal["component", "module"]
+
+def uleb128(value: int) -> bytes:
+    """An unsigned LEB128 integer (a protobuf varint)."""
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
 
 
 def sniff(data: bytes) -> Kind:

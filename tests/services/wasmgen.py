@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wasm_oci.shim.wire import varint  # protobuf varints are LEB128, as wasm section sizes are
+from wasm_oci.binary import uleb128 as varint  # wasm section sizes are LEB128
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 HELLO = EXAMPLES / "hello" / "hello.wasm"
