@@ -3,15 +3,18 @@ start -> entry, density), with the images they run pushed and pulled the way use
 
 containerd runs as the test fixtures run it (tests/services/containerd.py: own mount namespace,
 state in a temp dir). runc and containerd-shim-runc-v2 come from the tools bin dir, which is on
-containerd's PATH; the wasm-oci shim (`containerd-shim-wasm-oci-v1`, runtime
-`io.containerd.wasm-oci.v1`) is looked up on PATH and beside this Python, and its dir is put on
-containerd's PATH too. Without it the Wasm side of each benchmark reports `(shim not installed)`.
+containerd's PATH. The wasm-oci shim (`containerd-shim-wasm-oci-v1`, runtime
+`io.containerd.wasm-oci.v1`) is installed the way docs/shim.md "Install" tells operators to: the
+fast launcher written by `python -m wasm_oci.shim.launcher DIR` (this Python's installation) into
+a private dir put first on containerd's PATH, as tests/services/shim.py does. pip's console
+script would be found otherwise, and it costs ~15 ms of `site` start-up per `start`/`delete`:
+the published figures would not be what an operator gets. If the launcher cannot be written
+(wasm_oci.shim not importable), the Wasm side of each benchmark reports `(shim not installed)`.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 import shutil
 import subprocess
 import sys
@@ -33,11 +36,16 @@ WASM_RUNTIME = "io.containerd.wasm-oci.v1"
 RUNC_RUNTIME = "io.containerd.runc.v2"
 
 
-def shim_path() -> Path | None:
-    """The wasm-oci shim on PATH or in this venv's bin dir, None while it is not installed."""
-    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    found = shutil.which(SHIM_BINARY, path=search)
-    return Path(found) if found else None
+SHIM_INSTALL = "fast launcher (`python -m wasm_oci.shim.launcher DIR`, docs/shim.md Install)"
+"""How the stacks install the shim, for the report's Machine section."""
+
+
+def install_shim(directory: Path) -> Path | None:
+    """The documented install: the launcher written into `directory` by a separate
+    `python -m wasm_oci.shim.launcher`, exactly as an operator runs it; None if that fails."""
+    done = subprocess.run([sys.executable, "-m", "wasm_oci.shim.launcher", str(directory)], capture_output=True, text=True, timeout=60)
+    path = directory / SHIM_BINARY
+    return path if done.returncode == 0 and path.is_file() else None
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,7 @@ class Stack:
     registry: RegistryServer
     containerd: ContainerdServer
     shim: Path | None
-    """The wasm-oci shim containerd finds, as found when the stack started; None: not installed."""
+    """The launcher containerd finds first on its PATH; None: it could not be written."""
     _ids: Iterator[int] = field(default_factory=itertools.count)
 
     def new_id(self, prefix: str) -> str:
@@ -115,7 +123,7 @@ class Outputs:
 def stack() -> Iterator[Stack]:
     """A registry and a containerd in a short temp dir (unix socket paths must fit in 108 bytes)."""
     work = Path(tempfile.mkdtemp(prefix="wob-"))
-    shim = shim_path()
+    shim = install_shim(work / "shim-bin")
     containerd = ContainerdServer(workdir=work / "c", namespace="bench", extra_path=[shim.parent] if shim else [])
     try:
         with plain_registry(work / "registry") as registry, containerd:

@@ -47,6 +47,8 @@ THEIR_FILES = [
     f"{API}/services/containers/v1/containers.proto",
     f"{API}/services/images/v1/images.proto",
     f"{API}/services/content/v1/content.proto",
+    f"{API}/services/tasks/v1/tasks.proto",
+    f"{API}/services/snapshots/v1/snapshots.proto",
     "github.com/containerd/ttrpc/request.proto",
     # Self-contained: no imports (gogoproto included), so it compiles as it ships.
     "k8s.io/cri-api/pkg/apis/runtime/v1/api.proto",
