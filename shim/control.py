@@ -17,6 +17,9 @@ import _socket
 TIMEOUT = 10.0
 BUNDLE_RECORD = "wasm-oci-control"
 """A file `start` writes in the task's bundle: the path of the daemon's control socket."""
+DELETED_RECORD = "wasm-oci-deleted"
+"""A file the daemon writes in the task's bundle at the Delete RPC: the serialized
+DeleteResponse, which `shim delete` (the sh launcher: `cat`) prints as it is."""
 
 
 class Exited:

@@ -5,6 +5,10 @@ to report readiness on. It listens on a task socket (ttrpc, or gRPC if configure
 `start` announces to containerd for each task of the group, and on the control socket
 `start` and `delete` use. It exits when lifetime.py says so, or dies with its tasks
 (containerd then cleans up through `shim delete`).
+
+It also keeps the files the sh launcher answers from without Python: the door (lifetime.py
+`Door`) while it accepts tasks, and each deleted task's DeleteResponse in its bundle
+(service.py), which containerd's `shim delete` then prints.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from wasm_oci.shim.admission import TrustGate
 from wasm_oci.shim.flags import Flags
 from wasm_oci.shim.guest import Guests
 from wasm_oci.shim.image import Containerd
-from wasm_oci.shim.lifetime import Lifetime
+from wasm_oci.shim.lifetime import Door, Lifetime
 from wasm_oci.shim.logs import BundleLogs
 from wasm_oci.shim.service import TaskService
 from wasm_oci.shim.threadname import BLOCKING_IO, name_this_thread
@@ -67,11 +71,29 @@ class Daemon:
             writer.close()
 
     def _leave(self) -> None:
-        """Called under the group lock once idle: no new task may find this daemon."""
+        """Called under the group lock once idle (door closed): no new task may find this daemon."""
         with suppress(OSError):
             if os.stat(self.control_path).st_ino == self._control_inode:
                 os.unlink(self.control_path)
+        self._forget_routes()
         self._leaving.set()
+
+    def _forget_routes(self) -> None:
+        """Remove the routes `start` wrote to this group (one per pod: they would pile up in
+        containerd's state dir); the next `start` of the group writes them again."""
+        listing = os.path.join(self.flags.group_dir, group.ROUTES)
+        try:
+            with open(listing, encoding="utf-8") as file:
+                routes = file.read().splitlines()
+            os.unlink(listing)
+        except OSError:
+            return
+        for route in routes:
+            with suppress(OSError):
+                with open(route, encoding="utf-8") as file:
+                    lines = file.read().splitlines()
+                if len(lines) > 8 and lines[8] == self.flags.group_dir:  # not since rewritten for another group
+                    os.unlink(route)
 
     async def run(self, ready: Ready) -> None:
         loop = asyncio.get_running_loop()
@@ -107,6 +129,8 @@ class Daemon:
         control = await asyncio.start_unix_server(self._control, path=self.control_path)
         self._control_inode = os.stat(self.control_path).st_ino
         self.lifetime.reserve((self.flags.namespace, self.flags.id))
+        self.lifetime.door = Door(self.flags.group_dir, f'"address":"{self.announced}","protocol":"{self.config.protocol}"}}')
+        self.lifetime.door.open()
         ready.report(f"OK {self.announced}")
         log.info("serving %s tasks on %s (pid %d)", self.config.protocol, self.task_path, os.getpid())
 

@@ -1,8 +1,9 @@
 """`shim delete`: containerd's cleanup after it lost a task's connection (and after every
 normal shutdown), on the critical path of each container stop.
 
-If the task's daemon is alive and still has the task, the daemon stops and forgets it and
-reports how it ended. Otherwise (the daemon died, or the task was already deleted) the task
+After containerd's Delete RPC the daemon left the answer in the bundle (the sh launcher
+prints it without Python; this is the same for when it handed over). If the task's daemon
+is alive and still has the task, the daemon stops and forgets it and reports how it ended. Otherwise (the daemon died, or the task was already deleted) the task
 is gone with it: unmount its rootfs if the daemon left it mounted and report what runc
 reports for a container it had to kill, 128 + SIGKILL.
 """
@@ -30,6 +31,11 @@ def delete(flags: Flags) -> bytes:
     if not flags.namespace or not flags.id:
         raise UsageError("delete needs -namespace and -id")
     bundle = flags.bundle or os.getcwd()
+    try:
+        with open(os.path.join(bundle, control.DELETED_RECORD), "rb") as record:
+            return record.read()
+    except OSError:
+        pass
     exited = None
     try:
         with open(os.path.join(bundle, control.BUNDLE_RECORD), encoding="utf-8") as file:

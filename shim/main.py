@@ -15,12 +15,17 @@ from wasm_oci.errors import UsageError, WasmOciError
 from wasm_oci.shim.flags import parse
 
 NAME = "containerd-shim-wasm-oci-v1"
+STDIN_HEX = "WASM_OCI_SHIM_STDIN_HEX"
+"""Set by the sh launcher when it read `start`'s stdin (the runtime options) before handing
+over: stdin then holds those bytes in hex, as od(1) writes them (sh cannot hold binary)."""
 
 
 def _stdin() -> bytes:
     data = b""
     while chunk := os.read(0, 65536):
         data += chunk
+    if os.environ.pop(STDIN_HEX, ""):  # not inherited by the daemon
+        return bytes.fromhex(data.decode("ascii"))
     return data
 
 

@@ -17,6 +17,7 @@ import logging
 import os
 import signal as signals
 import threading
+from contextlib import suppress
 from pathlib import Path
 
 from google.protobuf.any_pb2 import Any
@@ -30,8 +31,8 @@ from wasm_oci.errors import RpcError
 from wasm_oci.proto import events_pb2
 from wasm_oci.proto import task_pb2 as api
 from wasm_oci.proto.task_types_pb2 import ProcessInfo, Status
+from wasm_oci.shim import control, runtime_spec, stats
 from wasm_oci.shim import rootfs as mounts
-from wasm_oci.shim import runtime_spec, stats
 from wasm_oci.shim.cgroups import ContainerCgroup, PodPlacement
 from wasm_oci.shim.guest import Guests
 from wasm_oci.shim.lifetime import Lifetime
@@ -60,6 +61,18 @@ def _stdio_path(uri: str, name: str) -> str:
     if "://" in uri:
         raise RpcError("UNIMPLEMENTED", f"{name} {uri}: only FIFOs and file:// logs are supported")
     return uri
+
+
+def _record_deleted(bundle: str, response: bytes) -> None:
+    """The DeleteResponse, whole (renamed into place), where `shim delete` prints it from."""
+    path = os.path.join(bundle, control.DELETED_RECORD)
+    temporary = f"{path}.tmp"
+    try:
+        with open(temporary, "wb") as file:
+            file.write(response)
+        os.replace(temporary, path)
+    except OSError:
+        log.warning("cannot record the deletion in %s: `shim delete` will report 137", bundle)
 
 
 class TaskService:
@@ -126,6 +139,8 @@ class TaskService:
             self._creating.add(key)
         try:
             self.lifetime.claim(key)
+            with suppress(OSError):  # an earlier task's record must not answer for this one
+                os.unlink(os.path.join(request.bundle, control.DELETED_RECORD))
             self.logs.attach(f"{namespace}/{request.id}", request.bundle)
             task_log = logging.LoggerAdapter(log, {TASK: f"{namespace}/{request.id}"})
             try:
@@ -221,7 +236,9 @@ class TaskService:
                 container_id=task.id, pid=task.pid, exit_status=task.exit_status, exited_at=_timestamp(task.exited_at_ns)
             ),
         )
-        return api.DeleteResponse(pid=task.pid, exit_status=task.exit_status, exited_at=_timestamp(task.exited_at_ns))
+        response = api.DeleteResponse(pid=task.pid, exit_status=task.exit_status, exited_at=_timestamp(task.exited_at_ns))
+        _record_deleted(task.bundle, response.SerializeToString())
+        return response
 
     def _release(self, task: Task) -> None:
         """What a deleted task holds outside the engine (blocks: umount, cgroup removal)."""

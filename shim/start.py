@@ -7,6 +7,9 @@ subreaper and waits for `start`'s output to end) and wait until it is serving. T
 makes concurrent starts for one group share one daemon; the reservation keeps an idle
 daemon from exiting between this answer and containerd's Create.
 
+Then it writes the group's route (group.py) so that the next `start` of the same group,
+with the same inputs, is answered by the sh launcher without Python (launcher.py).
+
 Only the bootstrap JSON goes to stdout: containerd parses everything `start` prints.
 """
 
@@ -20,10 +23,11 @@ import time
 
 from wasm_oci.errors import DaemonError, ShimConfigError, UsageError
 from wasm_oci.shim import api_version, control, group
-from wasm_oci.shim.config import ShimConfig, load
+from wasm_oci.shim.config import ENV_CONFIG, SYSTEM_CONFIG, ShimConfig, load
 from wasm_oci.shim.flags import Flags
 
 READY_TIMEOUT = 30.0
+ROUTE_FORMAT = "wasm-oci-route 1"
 
 
 def _daemonize(argv: list[str], ready_fd: int) -> None:
@@ -92,6 +96,43 @@ def _read_spec(bundle: str) -> bytes:
         return b""
 
 
+def _write_route(path: str, flags: Flags, options: bytes, config: ShimConfig, directory: str, version: int) -> None:
+    """The inputs this answer came from, line by line, exactly as the sh launcher spells them.
+
+    The file the configuration came from (or the system file that would have been read had it
+    existed) is named so that sh sees its changes; the route goes stale with containerd's
+    socket too (a restarted, perhaps upgraded, containerd). Called under the group lock.
+    """
+    source = "" if config.origin in ("defaults", "runtime options ConfigBody") else config.origin
+    absent = SYSTEM_CONFIG if config.origin == "defaults" else ""
+    lines = (
+        ROUTE_FORMAT,
+        flags.namespace,
+        flags.address,
+        flags.publish_binary,
+        os.environ.get(ENV_CONFIG, ""),
+        " ".join(f"{byte:02x}" for byte in options),
+        source,
+        absent,
+        directory,
+        str(version),
+    )
+    if any("\n" in line for line in lines):
+        return
+    temporary = f"{path}.{os.getpid()}"
+    try:
+        with open(temporary, "w", encoding="utf-8") as file:
+            file.write("\n".join(lines) + "\n")
+        os.replace(temporary, path)
+        routes = os.path.join(directory, group.ROUTES)
+        with open(routes, "a+", encoding="utf-8") as file:
+            file.seek(0)
+            if path not in file.read().splitlines():
+                file.write(path + "\n")
+    except OSError:
+        pass  # no fast path for this group: every start comes here
+
+
 def start(flags: Flags, options: bytes) -> str:
     """The bootstrap JSON for containerd."""
     if not flags.namespace or not flags.id:
@@ -102,14 +143,18 @@ def start(flags: Flags, options: bytes) -> str:
     if version == api_version.LEGACY and config.protocol == "grpc":
         raise ShimConfigError(f'{config.origin}: containerd 1.x talks to shims over ttrpc only; set protocol = "ttrpc"')
     bundle = os.getcwd()
-    spec = _read_spec(bundle) if config.group in ("auto", "pod") else b""
-    directory = group.directory(config, flags.address, group.name(config, flags.namespace, flags.id, spec))
+    spec = _read_spec(bundle)
+    name = group.name(config, flags.namespace, flags.id, spec)
+    directory = group.directory(config, flags.address, name)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     lock = os.open(os.path.join(directory, group.LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         control_path = os.path.join(directory, group.CONTROL)
         address = control.reserve(control_path, flags.namespace, flags.id) or spawn(flags, config, directory)
+        route = group.route_path(bundle, spec)
+        if route and not name.startswith("task/") and group.is_safe(flags.namespace) and flags.address:
+            _write_route(route, flags, options, config, directory, version)
     finally:
         os.close(lock)
     with open(os.path.join(bundle, control.BUNDLE_RECORD), "w", encoding="utf-8") as file:

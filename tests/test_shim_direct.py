@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from multiprocessing.pool import ThreadPool
 from pathlib import Path
 
 import grpc
@@ -28,8 +29,10 @@ from services.containerd import ContainerdServer
 from services.shim import EXAMPLES, module
 from services.tools import find_tool
 from wasm_oci.proto import task_pb2, task_pb2_grpc
+from wasm_oci.shim.launcher import PYTHON_NAME
 from wasm_oci.shim.launcher import write as write_launcher
 from wasm_oci.shim.transport.ttrpc import TtrpcClient
+from wasm_oci.shim.wire import field_bytes
 
 pytestmark = pytest.mark.containerd
 
@@ -59,12 +62,13 @@ class Shim:
             "WASM_OCI_HOME": str(self.tmp / "home"),
         }
 
-    def command(self, task_id: str, action: str, bundle: Path, *python_flags: str) -> subprocess.CompletedProcess[bytes]:
+    def command(
+        self, task_id: str, action: str, bundle: Path, *python_flags: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Through the sh launcher, or straight through the Python one when given Python flags."""
+        python = [sys.executable, "-S", *python_flags, str(self.launcher.with_name(PYTHON_NAME))] if python_flags else [str(self.launcher)]
         argv = [
-            sys.executable,
-            "-S",
-            *python_flags,
-            str(self.launcher),
+            *python,
             "-namespace",
             NAMESPACE,
             "-address",
@@ -77,7 +81,7 @@ class Shim:
         if action == "delete":
             argv += ["-bundle", str(bundle)]
         return subprocess.run(
-            [*argv, action], cwd=bundle, env=self.env(), stdin=subprocess.DEVNULL, capture_output=True, timeout=60, check=False
+            [*argv, action], cwd=bundle, env=env or self.env(), stdin=subprocess.DEVNULL, capture_output=True, timeout=60, check=False
         )
 
     def bundle(self, task_id: str, wasm: Path, *args: str, env: tuple[str, ...] = ()) -> Path:
@@ -273,5 +277,153 @@ def test_both_task_api_versions_are_served_over_ttrpc(tmp_path: Path, containerd
 
         v3_pid, v2_pid = asyncio.run(connect())
         assert v3_pid == v2_pid > 0
+    finally:
+        _kill_daemons(shim.run_dir)
+
+
+def _executed(trace: Path) -> list[str]:
+    """The programs an `strace -f -e trace=execve` log shows started (failed PATH probes left out)."""
+    return [line.split('"')[1] for line in trace.read_text().splitlines() if " execve(" in line and line.rstrip().endswith("= 0")]
+
+
+def _traced(
+    shim: Shim, task_id: str, action: str, bundle: Path, stdin: bytes = b""
+) -> tuple[subprocess.CompletedProcess[bytes], list[str]]:
+    """`action` through the sh launcher under strace: the result and the programs it ran."""
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed")
+    trace = shim.tmp / f"trace-{action}-{task_id}"
+    argv = [strace, "-f", "-qq", "-e", "trace=execve", "-o", str(trace), str(shim.launcher)]
+    argv += ["-namespace", NAMESPACE, "-address", str(shim.containerd.address), "-publish-binary", find_tool("containerd"), "-id", task_id]
+    argv += ["-bundle", str(bundle), action] if action == "delete" else [action]
+    result = subprocess.run(argv, cwd=bundle, env=shim.env(), input=stdin, capture_output=True, timeout=60, check=False)
+    return result, _executed(trace)
+
+
+def _pythons(programs: list[str]) -> list[str]:
+    return [program for program in programs if "python" in Path(program).name]
+
+
+def _daemon_pid(bootstrap: dict[str, object]) -> int:
+    return int(str(bootstrap["address"]).rsplit("task-", 1)[1].removesuffix(".sock"))
+
+
+async def _run_to_deletion(address: str, task_id: str, bundle: Path) -> task_pb2.DeleteResponse:
+    """Create, Start, Wait and Delete over ttrpc, as containerd does for `ctr run --rm`."""
+    metadata = {"containerd-namespace": NAMESPACE}
+    service = "containerd.task.v3.Task"
+    async with await TtrpcClient.connect(address) as client:
+        create = task_pb2.CreateTaskRequest(id=task_id, bundle=str(bundle), stdout=str(bundle / "stdout"))
+        await client.call(service, "Create", create, task_pb2.CreateTaskResponse, metadata=metadata, timeout=30)
+        await client.call(service, "Start", task_pb2.StartRequest(id=task_id), task_pb2.StartResponse, metadata=metadata, timeout=10)
+        await client.call(service, "Wait", task_pb2.WaitRequest(id=task_id), task_pb2.WaitResponse, metadata=metadata, timeout=10)
+        deleted = task_pb2.DeleteRequest(id=task_id)
+        response: task_pb2.DeleteResponse = await client.call(
+            service, "Delete", deleted, task_pb2.DeleteResponse, metadata=metadata, timeout=10
+        )
+        return response
+
+
+def _group_dir(run_dir: Path) -> Path:
+    (directory,) = [d for d in run_dir.iterdir() if d.is_dir()]
+    return directory
+
+
+def test_start_and_delete_run_no_python_while_the_daemon_serves(tmp_path: Path, containerd: ContainerdServer) -> None:
+    shim = Shim(tmp_path, containerd, "ttrpc")
+    hello = EXAMPLES / "hello" / "hello.wasm"
+    try:
+        first = shim.start("fast-1", shim.bundle("fast-1", hello))  # Python: spawns the daemon
+        bundle = shim.bundle("fast-2", hello)
+        started, programs = _traced(shim, "fast-2", "start", bundle)
+        assert started.returncode == 0, started.stderr.decode()
+        assert started.stdout == f'{{"version":3,"address":"{first["address"]}","protocol":"ttrpc"}}'.encode()
+        assert not _pythons(programs), programs
+        reservation = _group_dir(shim.run_dir) / "reserved" / f"{NAMESPACE}@fast-2"
+        assert reservation.exists()
+        response = asyncio.run(_run_to_deletion(str(first["address"]), "fast-2", bundle))
+        assert not reservation.exists()  # Create turned it into the task
+        assert (bundle / "stdout").read_text().startswith("Hello from wasm-oci!")
+        deleted, programs = _traced(shim, "fast-2", "delete", bundle)
+        assert deleted.returncode == 0, deleted.stderr.decode()
+        assert not _pythons(programs), programs
+        assert deleted.stdout == response.SerializeToString()
+        answer = task_pb2.DeleteResponse.FromString(deleted.stdout)
+        assert answer.exit_status == 0 and answer.pid == _daemon_pid(first)  # the real exit, not 137
+        # The same DeleteResponse when Python answers (it handed over, or was run directly).
+        assert shim.command("fast-2", "delete", bundle, "-X", "utf8").stdout == deleted.stdout
+    finally:
+        _kill_daemons(shim.run_dir)
+
+
+def test_the_launcher_hands_over_to_python_when_it_cannot_prove_the_answer(tmp_path: Path, containerd: ContainerdServer) -> None:
+    shim = Shim(tmp_path, containerd, "ttrpc")
+    hello = EXAMPLES / "hello" / "hello.wasm"
+    try:
+        first = shim.start("slow-1", shim.bundle("slow-1", hello))
+        group_dir = _group_dir(shim.run_dir)
+        # Runtime options the route was not written for: Python gets them whole (the same
+        # configuration text as the file's, so the same group and daemon).
+        body = shim.config.read_text().encode()
+        options = Any(type_url="runtimeoptions.v1.Options", value=field_bytes(3, body)).SerializeToString()  # Options{config_body}
+        with_options, programs = _traced(shim, "slow-2", "start", shim.bundle("slow-2", hello), stdin=options)
+        assert with_options.returncode == 0, with_options.stderr.decode()
+        assert _pythons(programs) and json.loads(with_options.stdout) == first
+        # A closed door (a daemon leaving, as far as sh can tell): Python asks the daemon itself.
+        (group_dir / "open").unlink()
+        closed, programs = _traced(shim, "slow-3", "start", shim.bundle("slow-3", hello))
+        assert closed.returncode == 0 and _pythons(programs) and json.loads(closed.stdout) == first
+        assert not (group_dir / "reserved" / f"{NAMESPACE}@slow-3").exists()
+        # A SIGKILLed daemon whose door is still open: sh sees the pid gone, Python spawns anew.
+        shim.start("slow-4", shim.bundle("slow-4", hello))  # nothing reopened the door: still Python
+        os.kill(_daemon_pid(first), signal.SIGKILL)
+        text = f'{_daemon_pid(first)} 1\n"address":"unix:///nowhere","protocol":"ttrpc"}}\n'
+        (group_dir / "open").write_text(text)
+        time.sleep(0.1)
+        bundle = shim.bundle("slow-5", hello)
+        respawned = shim.command("slow-5", "start", bundle)  # not traced: strace -f would wait for the new daemon
+        assert respawned.returncode == 0, respawned.stderr.decode()
+        assert json.loads(respawned.stdout)["address"] != first["address"]
+        assert (group_dir / "open").read_text() != text  # the new daemon's door
+        # No record of a Delete RPC: Python asks the daemon, which stops and forgets the task.
+        deleted, programs = _traced(shim, "slow-5", "delete", bundle)
+        assert deleted.returncode == 0 and _pythons(programs)
+        assert task_pb2.DeleteResponse.FromString(deleted.stdout).exit_status == 137
+    finally:
+        _kill_daemons(shim.run_dir)
+
+
+def test_a_leaving_daemon_stays_for_a_reservation_sh_took(tmp_path: Path, containerd: ContainerdServer) -> None:
+    """linger = 0: the daemon tries to leave a second after its last task is gone, and must not
+    while sh holds a reservation in its door; a reservation older than the TTL does not count."""
+    shim = Shim(tmp_path, containerd, "ttrpc")
+    hello = EXAMPLES / "hello" / "hello.wasm"
+    try:
+        bundles = {task_id: shim.bundle(task_id, hello) for task_id in ("leave-1", "leave-2", "leave-3")}
+        with ThreadPool(3) as pool:  # concurrent starts of a new group: one daemon
+            answers = pool.map(lambda task_id: shim.start(task_id, bundles[task_id]), list(bundles))
+        assert len({json.dumps(answer) for answer in answers}) == 1
+        pid = _daemon_pid(answers[0])
+        group_dir = _group_dir(shim.run_dir)
+        reserved = group_dir / "reserved"
+        (reserved / f"{NAMESPACE}@ghost").write_text("")
+        (reserved / f"{NAMESPACE}@stale").write_text("")
+        os.utime(reserved / f"{NAMESPACE}@stale", (time.time() - 120, time.time() - 120))
+        for task_id, bundle in bundles.items():
+            assert shim.command(task_id, "delete", bundle).returncode == 0  # reservations never created
+        time.sleep(2.5)
+        assert Path(f"/proc/{pid}").exists() and (group_dir / "open").exists()
+        assert not (reserved / f"{NAMESPACE}@stale").exists()
+        ghost = shim.bundle("ghost", hello)
+        (ghost / "wasm-oci-control").write_text(str(group_dir / "control.sock"))  # as sh's start leaves it
+        assert shim.command("ghost", "delete", ghost).returncode == 0  # releases the reservation
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}/cmdline").exists() and Path(f"/proc/{pid}/cmdline").read_bytes():
+            assert time.monotonic() < deadline, "the daemon did not leave"
+            time.sleep(0.05)
+        assert not (group_dir / "open").exists() and not (group_dir / "control.sock").exists()
+        started = shim.command("after", "start", shim.bundle("after", hello))
+        assert started.returncode == 0 and _daemon_pid(json.loads(started.stdout)) != pid
     finally:
         _kill_daemons(shim.run_dir)
