@@ -3,6 +3,7 @@ and the CGI mapping itself."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import threading
 from collections.abc import Callable, Iterator
@@ -31,21 +32,34 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
     return Engine(cache_dir=tmp_path_factory.mktemp("compiled"))
 
 
-@pytest.fixture
-def serve(engine: Engine) -> Iterator[Serve]:
-    """serve(wasm, spec=RunSpec(), limits=ServeLimits()) -> a connection to a live CgiServer."""
+@contextlib.contextmanager
+def live_servers(engine: Engine) -> Iterator[Callable[[bytes, RunSpec, ServeLimits], CgiServer]]:
+    """start(wasm, spec, limits) -> a CgiServer serving on loopback; all stopped on exit."""
     servers: list[CgiServer] = []
 
-    def start(wasm: bytes, spec: RunSpec = RunSpec(), limits: ServeLimits = ServeLimits()) -> http.client.HTTPConnection:
+    def start(wasm: bytes, spec: RunSpec, limits: ServeLimits) -> CgiServer:
         server = CgiServer(("127.0.0.1", 0), engine, engine.load(wasm, name="handler.wasm"), spec, limits)
         threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
         servers.append(server)
-        return http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+        return server
 
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+@pytest.fixture
+def serve(engine: Engine) -> Iterator[Serve]:
+    """serve(wasm, spec=RunSpec(), limits=ServeLimits()) -> a connection to a live CgiServer."""
+    with live_servers(engine) as start:
+
+        def connect(wasm: bytes, spec: RunSpec = RunSpec(), limits: ServeLimits = ServeLimits()) -> http.client.HTTPConnection:
+            return http.client.HTTPConnection(*start(wasm, spec, limits).server_address[:2], timeout=10)
+
+        yield connect
 
 
 def fetch(

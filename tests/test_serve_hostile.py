@@ -19,9 +19,11 @@ from pathlib import Path
 
 import pytest
 import wasmtime
+from test_engine_serve import engine as engine  # noqa: PLC0414 - the module's Engine fixture, shared
+from test_engine_serve import live_servers
 
 from wasm_oci.engine import Engine, RunSpec
-from wasm_oci.engine.serve import CgiServer, ServeLimits
+from wasm_oci.engine.serve import ServeLimits
 from wasm_oci.engine.spec import Preopen
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -68,26 +70,16 @@ FIFO_READER = module(
 Serve = Callable[..., tuple[str, int]]
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
-    return Engine(cache_dir=tmp_path_factory.mktemp("compiled"))
-
-
 @pytest.fixture
 def serve(engine: Engine) -> Iterator[Serve]:
     """serve(wasm=HTTP, spec=RunSpec(timeout=10), **limits) -> the address of a live CgiServer."""
-    servers: list[CgiServer] = []
+    with live_servers(engine) as start:
 
-    def start(wasm: bytes = HTTP, spec: RunSpec = RunSpec(timeout=10), **limits: float) -> tuple[str, int]:
-        server = CgiServer(("127.0.0.1", 0), engine, engine.load(wasm, name="handler.wasm"), spec, ServeLimits(**limits))  # type: ignore[arg-type]
-        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-        servers.append(server)
-        return server.host, server.port
+        def address(wasm: bytes = HTTP, spec: RunSpec = RunSpec(timeout=10), **limits: float) -> tuple[str, int]:
+            server = start(wasm, spec, ServeLimits(**limits))  # type: ignore[arg-type]
+            return server.host, server.port
 
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+        yield address
 
 
 def exchange(address: tuple[str, int], *pieces: bytes, pause: float = 0.0, timeout: float = 5.0) -> bytes:
