@@ -162,7 +162,7 @@ def run_cmd(
     verify_keys: tuple[Any, ...],
     **kwargs: Any,
 ) -> int:
-    """Run SOURCE (a .wasm file or a reference) with ARGS; options go before SOURCE, `--` is optional.
+    """Run SOURCE (a .wasm file or a reference) with ARGS; options go before SOURCE (`--` before ARGS that look like them).
 
     A wasi:cli component or a WASI preview 1 module runs with this terminal's stdio and only
     what the options grant. A reference is pulled (every blob verified, signatures checked per

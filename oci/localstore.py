@@ -48,8 +48,8 @@ def lookup(ref: RegistryReference, offline: bool) -> Descriptor | None:
 
     A digest counts only under a name of the same repository: the same bytes pulled from
     another repository passed that repository's trust rule, not this one's."""
-    if not paths.local_store().joinpath("oci-layout").is_file():
-        return None
+    if not (ref.digest or offline) or not paths.local_store().joinpath("oci-layout").is_file():
+        return None  # a tag pull goes to the registry: no need to read index.json for it
     names = open_store().tags()
     if ref.digest:
         repository = f"{ref.registry}/{ref.repository}"
@@ -57,7 +57,7 @@ def lookup(ref: RegistryReference, offline: bool) -> Descriptor | None:
             (desc for name, desc in names.items() if desc.digest == ref.digest and name.startswith((repository + ":", repository + "@"))),
             None,
         )
-    return names.get(name_for(ref, "")) if offline else None
+    return names.get(name_for(ref, ""))
 
 
 def entries() -> list[Entry]:
