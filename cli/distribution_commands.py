@@ -15,6 +15,7 @@ from wasm_oci.cli.output import ProgressLine, emit_json, human_size, printable
 from wasm_oci.cli.signing_commands import report_signed, report_trust, sign_key_option, signature_lines, verify_key_option
 from wasm_oci.oci.artifact import WasmArtifact
 from wasm_oci.oci.distribution import names_wasm_file
+from wasm_oci.oci.package import TRIGGERS
 
 if TYPE_CHECKING:
     from wasm_oci.signing.attach import Attached
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
 
 FORMATS = click.Choice(["image", "artifact"])
 FORMAT_HELP = "image: OCI image config that containerd runs; artifact: CNCF Wasm artifact config."
+TRIGGER_HELP = (
+    "command: run it once; http: serve it as an HTTP function: the shim answers each request with a fresh instance, "
+    "CGI-style, see docs/shim.md."
+)
 
 
 def _parse_created(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
@@ -57,6 +62,7 @@ def package_options(func: Any) -> Any:
             click.option("--env", "envs", multiple=True, metavar="KEY=VALUE", help="Default environment (image format)."),
             click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Config label (image format)."),
             click.option("--annotation", "annotations", multiple=True, metavar="KEY=VALUE", help="Manifest annotation."),
+            click.option("--trigger", type=click.Choice(TRIGGERS), default="command", show_default=True, help=TRIGGER_HELP),
         ]
     ):
         func = option(func)
@@ -70,6 +76,7 @@ def _package_opts(
     envs: tuple[str, ...],
     labels: tuple[str, ...],
     annotations: tuple[str, ...],
+    trigger: str,
     **_: Any,
 ) -> api.PackageOptions:
     _pairs(envs, "--env")
@@ -80,6 +87,7 @@ def _package_opts(
         env=envs,
         labels=_pairs(labels, "--label"),
         annotations=_pairs(annotations, "--annotation"),
+        trigger=trigger,  # type: ignore[arg-type]
     )
 
 
@@ -171,6 +179,7 @@ def _artifact_json(ref: str, art: WasmArtifact) -> dict[str, Any]:
         "layer": art.layer.to_json(),
         "world": {"target": art.target, "imports": list(art.imports), "exports": list(art.exports)},
         "entrypoint": list(art.entrypoint),
+        "trigger": art.trigger,
     }
 
 
@@ -202,6 +211,7 @@ def inspect_cmd(ref: str, fmt: str, verify_keys: Any, **kwargs: Any) -> None:
     ]
     if art.entrypoint:
         lines.append(f"Entrypoint:   {' '.join(art.entrypoint)}")
+    lines.append(f"Trigger:      {art.trigger}")
     lines.append(f"World target: {art.target or '-'}")
     lines += [f"  import {name}" for name in art.imports]
     lines += [f"  export {name}" for name in art.exports]

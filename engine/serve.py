@@ -33,7 +33,7 @@ import socket
 import socketserver
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from http import HTTPStatus
 from http.server import ThreadingHTTPServer
@@ -98,23 +98,66 @@ class ServeLimits:
     """Seconds a keep-alive connection may wait for its next request, and a response may take to send."""
 
 
+@dataclass
+class Counters:
+    """What a server has answered since it started (the shim's Stats reports them)."""
+
+    requests: int = 0
+    """Requests answered, refusals included."""
+    failed: int = 0
+    """Answered with a 5xx."""
+    bytes_in: int = 0
+    """Request bodies received."""
+    bytes_out: int = 0
+    """Response bodies sent."""
+    guest_cpu_ns: int = 0
+    """CPU time of the guest threads, up to their last finished run."""
+
+
 class CgiServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
     def __init__(
-        self, address: tuple[str, int], engine: Engine, program: Program, spec: RunSpec, limits: ServeLimits = ServeLimits()
+        self,
+        address: tuple[str, int],
+        engine: Engine,
+        program: Program,
+        spec: RunSpec,
+        limits: ServeLimits = ServeLimits(),
+        *,
+        listener: socket.socket | None = None,
+        on_guest_thread: Callable[[], None] | None = None,
+        access_log: Callable[[str], None] | None = None,
+        error_log: Callable[[str], None] | None = None,
     ) -> None:
-        """`spec` is the template for every request: args, env, preopens, memory limit, timeout."""
+        """`spec` is the template for every request: args, env, preopens, memory limit, timeout.
+
+        `listener`: a socket already bound and listening (the shim opens it in the task's network
+        namespace) instead of binding `address`. `on_guest_thread` runs first on every guest
+        thread (the shim puts it in the container's cgroup). `access_log` gets one line per
+        response; `error_log` what went wrong when a guest fails (default: this module's log)."""
         self.engine, self.program, self.spec, self.limits = engine, program, spec, limits
         self._pinned = {name: value for name, value in spec.env.items() if name.startswith("HTTP_")}
         """What the operator set among the names request headers map to: no client replaces it."""
         self._slots = threading.BoundedSemaphore(limits.concurrency)
         self._runs: queue.SimpleQueue[Execution | None] = queue.SimpleQueue()
-        super().__init__(address, _Handler)  # binds, and on failure calls server_close: all set above
+        self._on_guest_thread, self.access_log = on_guest_thread, access_log
+        self.error_log: Callable[[str], None] = error_log or log.warning
+        self.counters = Counters()
+        self._state = threading.Condition()
+        self._guest_threads = self._busy = self._in_flight = 0
+        """Guest threads started (one per slot ever used at once: an idle server has none),
+        slots held, requests between their head and their response."""
+        self._connections: dict[socket.socket, bool] = {}
+        """Open connections, and whether each is between requests (a drain closes those at once)."""
+        self._executions: set[Execution] = set()
+        self.draining = False
+        super().__init__(address, _Handler, bind_and_activate=listener is None)  # on failure calls server_close: all set above
+        if listener is not None:
+            self.socket.close()
+            self.socket = listener
         self.host, self.port = self.socket.getsockname()[:2]
-        for number in range(limits.concurrency):
-            threading.Thread(target=self._guest_thread, name=f"wasm-oci guest {number}", daemon=True).start()
 
     @property
     def url(self) -> str:
@@ -122,21 +165,102 @@ class CgiServer(ThreadingHTTPServer):
 
     def server_close(self) -> None:
         super().server_close()
-        for _ in range(self.limits.concurrency):
+        with self._state:
+            threads = self._guest_threads
+            self._guest_threads = self.limits.concurrency  # no more guest threads start
+        for _ in range(threads):
             self._runs.put(None)
 
     def slot(self) -> _Slot | None:
         """A guest slot, or None when none came free within the queue timeout."""
-        return _Slot(self._slots, self._runs) if self._slots.acquire(timeout=self.limits.queue_timeout) else None
+        if not self._slots.acquire(timeout=self.limits.queue_timeout):
+            return None
+        with self._state:
+            self._busy += 1
+            start = self._busy > self._guest_threads
+            self._guest_threads += start
+        if start:
+            threading.Thread(target=self._guest_thread, name=f"wasm-oci guest {self._guest_threads}", daemon=True).start()
+        return _Slot(self)
+
+    def _freed(self) -> None:
+        with self._state:
+            self._busy -= 1
+        self._slots.release()
 
     def _guest_thread(self) -> None:
+        if self._on_guest_thread is not None:
+            self._on_guest_thread()
+        spent = time.thread_time_ns()
         while (execution := self._runs.get()) is not None:
             try:
                 execution.run()
             except Exception:  # the guest's own failures are its result: this is the server's
                 log.exception("guest run failed")
             finally:
-                self._slots.release()
+                now = time.thread_time_ns()
+                with self._state:
+                    self._executions.discard(execution)
+                    self.counters.guest_cpu_ns += now - spent
+                spent = now
+                self._freed()
+
+    def executions(self) -> list[Execution]:
+        """The guests running now."""
+        with self._state:
+            return list(self._executions)
+
+    def idle(self, conn: socket.socket, between_requests: bool) -> bool:
+        """Record where a connection is; False when it must close now (a drain has begun)."""
+        with self._state:
+            if self.draining and between_requests:
+                self._connections.pop(conn, None)
+                return False
+            self._connections[conn] = between_requests
+            self._in_flight += not between_requests
+            return True
+
+    def done(self, conn: socket.socket, closing: bool) -> None:
+        """A response was sent on `conn` (or it ended); wake a drain waiting for the last one."""
+        with self._state:
+            if self._connections.get(conn) is False:
+                self._in_flight -= 1
+            if closing:
+                self._connections.pop(conn, None)
+            else:
+                self._connections[conn] = True
+            self._state.notify_all()
+
+    def drain(self, grace: float) -> bool:
+        """Stop taking requests (the caller has stopped accepting), close idle connections and
+        wait up to `grace` seconds for the requests in flight; whether they all ended."""
+        deadline = time.monotonic() + grace
+        with self._state:
+            self.draining = True
+            for conn, between in self._connections.items():
+                if between:
+                    with contextlib.suppress(OSError):
+                        conn.shutdown(socket.SHUT_RDWR)
+            return self._state.wait_for(lambda: self._in_flight == 0, max(0.0, deadline - time.monotonic()))
+
+    def abort(self) -> None:
+        """End everything now: stop the guests running and cut every connection."""
+        with self._state:
+            self.draining = True
+            executions, conns = list(self._executions), list(self._connections)
+        for execution in executions:
+            execution.kill()
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+    def count(self, status: int, bytes_in: int, bytes_out: int) -> None:
+        with self._state:
+            counters = self.counters
+            counters.requests += 1
+            counters.failed += status >= 500
+            counters.bytes_in += bytes_in
+            counters.bytes_out += bytes_out
 
     def respond(self, request: cgi.Request, body: bytes | Path, slot: _Slot) -> cgi.Response:
         """Run the guest on `slot`, which its guest thread gives back when the run really ends."""
@@ -152,26 +276,26 @@ class CgiServer(ThreadingHTTPServer):
             try:
                 execution.prepare()
             except WasmOciError as exc:  # the guest could not even start (a missing import, a preopen gone)
-                return _error(request, HTTPStatus.INTERNAL_SERVER_ERROR, str(exc))
+                return self._error(request, HTTPStatus.INTERNAL_SERVER_ERROR, str(exc))
             slot.run(execution)
             result, stopped = self._watch(execution, stdout, stderr)
             if result is None:
                 stopped += "; stuck in a host call, it keeps its slot until the call returns"
             if stopped:
                 timed_out = stopped.startswith("timed out")
-                return _error(request, HTTPStatus.GATEWAY_TIMEOUT if timed_out else HTTPStatus.BAD_GATEWAY, stopped)
+                return self._error(request, HTTPStatus.GATEWAY_TIMEOUT if timed_out else HTTPStatus.BAD_GATEWAY, stopped)
             assert result is not None
             if result.reason != "exit" or result.status != 0:
                 return self._failed(request, result, os.pread(stderr, 2048, 0))
             size = os.fstat(stdout).st_size
             if size > self.limits.max_response:
-                return _error(
+                return self._error(
                     request, HTTPStatus.BAD_GATEWAY, f"response of {size} bytes is over the {self.limits.max_response}-byte limit"
                 )
             try:
                 return cgi.parse_response(os.pread(stdout, size, 0))
             except cgi.MalformedResponse as exc:
-                return _error(request, HTTPStatus.BAD_GATEWAY, str(exc))
+                return self._error(request, HTTPStatus.BAD_GATEWAY, str(exc))
 
     def _watch(self, execution: Execution, stdout: int, stderr: int) -> tuple[RunResult | None, str]:
         """Wait for the guest, stopping it at the request's deadline or once its stdout or stderr
@@ -195,36 +319,37 @@ class CgiServer(ThreadingHTTPServer):
         execution.kill()
         return execution.wait(_GRACE), stopped
 
+    def _error(self, request: cgi.Request, code: HTTPStatus, detail: str) -> cgi.Response:
+        """Log the detail, answer with the bare status: the client learns nothing about the guest."""
+        self.error_log(f"{request.method} {request.target} -> {int(code)}: {detail}")
+        return _plain(code)
+
     def _failed(self, request: cgi.Request, result: RunResult, stderr: bytes) -> cgi.Response:
         what = result.message or f"guest exited with status {result.status}"
         if stderr:
             what += f"; guest stderr: {stderr.decode('utf-8', 'replace').strip()!r}"
         code = HTTPStatus.GATEWAY_TIMEOUT if result.reason == "timeout" else HTTPStatus.INTERNAL_SERVER_ERROR
-        return _error(request, code, what)
+        return self._error(request, code, what)
 
 
 class _Slot:
     """One of the server's `concurrency` guest slots: given back by the request if it runs no
     guest, else by the guest thread when the run ends."""
 
-    def __init__(self, slots: threading.BoundedSemaphore, runs: queue.SimpleQueue[Execution | None]) -> None:
-        self._slots, self._runs = slots, runs
+    def __init__(self, server: CgiServer) -> None:
+        self._server = server
         self._running = False
 
     def run(self, execution: Execution) -> None:
         """Enter the prepared `execution` on a guest thread (one is free: this slot is its)."""
         self._running = True
-        self._runs.put(execution)
+        with self._server._state:
+            self._server._executions.add(execution)
+        self._server._runs.put(execution)
 
     def release(self) -> None:
         if not self._running:
-            self._slots.release()
-
-
-def _error(request: cgi.Request, code: HTTPStatus, detail: str) -> cgi.Response:
-    """Log the detail, answer with the bare status: the client learns nothing about the guest."""
-    log.warning("%s %s -> %d: %s", request.method, request.target, code, detail)
-    return _plain(code)
+            self._server._freed()
 
 
 def _plain(code: HTTPStatus) -> cgi.Response:
@@ -296,7 +421,8 @@ class _Handler(socketserver.BaseRequestHandler):
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)  # no Nagle + delayed-ACK stall on small responses
         self.clock = _Timed(self.request)
         self.rfile = io.BufferedReader(self.clock, 64 << 10)
-        self.method = self.version = ""
+        self.method = self.version = self.target = ""
+        self.received, self.began = 0, 0.0
 
     def handle(self) -> None:
         try:
@@ -304,30 +430,38 @@ class _Handler(socketserver.BaseRequestHandler):
                 pass
         except (_Gone, ConnectionError, TimeoutError):  # the client went away or stopped reading: nobody to tell
             pass
+        finally:
+            self.server.done(self.request, closing=True)
 
     def _one(self) -> bool:
         """Serve one request; whether the connection stays open for the next."""
         limits = self.server.limits
-        self.method = self.version = ""
+        self.method = self.version = self.target = ""
+        self.received = 0
+        if not self.server.idle(self.request, between_requests=True):
+            return False
         self.clock.deadline = time.monotonic() + limits.idle_timeout
         try:
             if not self.rfile.peek(1):
                 return False
-        except TimeoutError:
+        except (TimeoutError, OSError):  # OSError: a drain shut the idle connection down
             return False
-        self.clock.deadline = time.monotonic() + limits.header_timeout
+        self.server.idle(self.request, between_requests=False)
+        self.began = time.monotonic()
+        self.clock.deadline = self.began + limits.header_timeout
         try:
             head = self._head()
-            self.method, self.version = head.method, head.version
+            self.method, self.version, self.target = head.method, head.version, head.target
             slot = self.server.slot()
             if slot is None:
-                log.warning("%s %s -> 503: no guest slot came free within %ss", head.method, head.target, limits.queue_timeout)
+                self.server.error_log(f"{head.method} {head.target} -> 503: no guest slot came free within {limits.queue_timeout}s")
                 raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE)
             try:  # the body is read only now: at most `concurrency` bodies are in memory
                 if head.expect_continue:
                     self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 self.clock.deadline = time.monotonic() + limits.body_timeout
                 with self._body(head) as (body, length):
+                    self.received = length
                     request = cgi.Request(
                         method=head.method,
                         target=head.target,
@@ -347,8 +481,9 @@ class _Handler(socketserver.BaseRequestHandler):
         except TimeoutError:
             self._send(_plain(HTTPStatus.REQUEST_TIMEOUT), close=True)
             return False
-        self._send(response, close=head.close)
-        return not head.close
+        close = head.close or self.server.draining
+        self._send(response, close=close)
+        return not close
 
     def _head(self) -> _Head:
         limits = self.server.limits
@@ -458,11 +593,22 @@ class _Handler(socketserver.BaseRequestHandler):
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         if self.method == "HEAD":
             body = b""
+        self.server.count(response.status, self.received, len(body))
+        if self.server.access_log is not None:
+            self._log(response.status, len(body))
         if len(body) <= 64 << 10:
             self._write(head + body)
         else:
             self._write(head)
             self._write(body)
+        self.server.done(self.request, closing=close)
+
+    def _log(self, status: int, size: int) -> None:
+        """One access-log line: client, request line, status, body bytes, milliseconds taken."""
+        assert self.server.access_log is not None
+        took = (time.monotonic() - self.began) * 1e3 if self.began else 0.0
+        request = f"{self.method} {self.target} {self.version}" if self.method else "-"
+        self.server.access_log(f'{self.client_address[0]} "{_printable(request)}" {status} {size} {took:.1f}ms')
 
     def _write(self, data: bytes) -> None:
         self.request.settimeout(self.server.limits.idle_timeout)  # sendall's whole duration, not per send
@@ -475,6 +621,11 @@ class _Handler(socketserver.BaseRequestHandler):
             self.clock.deadline = time.monotonic() + _LINGER
             while self.rfile.read1(64 << 10):
                 pass
+
+
+def _printable(text: str) -> str:
+    """A request line for a log line: its controls and quotes escaped (it came from a client)."""
+    return text.encode("unicode_escape").decode("ascii").replace('"', "\\x22")
 
 
 @functools.lru_cache(maxsize=1)

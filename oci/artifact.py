@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from wasm_oci.errors import UnsupportedArtifact
+from wasm_oci.errors import MalformedContent, UnsupportedArtifact
 from wasm_oci.oci import documents, mediatypes
 from wasm_oci.oci.descriptor import Descriptor
-from wasm_oci.oci.package import LABEL_PREFIX
+from wasm_oci.oci.package import LABEL_PREFIX, TRIGGER_LABEL, TRIGGERS
 from wasm_oci.oci.target import ReadOnlyTarget, fetch_bytes
 
 
@@ -34,6 +34,8 @@ class WasmArtifact:
     exports: tuple[str, ...] = ()
     entrypoint: tuple[str, ...] = ()
     env: tuple[str, ...] = field(default_factory=tuple)
+    trigger: str = "command"
+    """How the shim runs it: `command` once, `http` a fresh instance per request (see `package`)."""
 
     @property
     def total_size(self) -> int:
@@ -46,6 +48,15 @@ def _pick_platform(index: documents.Index, digest: str) -> Descriptor:
         if platform.get("architecture") == "wasm" or platform.get("os") in ("wasip1", "wasip2", "wasi"):
             return desc
     raise UnsupportedArtifact(f"index {digest} has no wasm platform (architecture wasm / os wasip1, wasip2)")
+
+
+def _trigger(found: dict[str, str], where: str, default: str = "command") -> str:
+    """The trigger `found` (labels or annotations) names; a value this version does not know is
+    refused rather than run as something it was not packaged to be."""
+    value = found.get(TRIGGER_LABEL, default)
+    if value not in TRIGGERS:
+        raise MalformedContent(f"{where}: `{TRIGGER_LABEL}` must be one of {', '.join(TRIGGERS)}, not {value[:40]!r}")
+    return value
 
 
 def read(target: ReadOnlyTarget, desc: Descriptor) -> WasmArtifact:
@@ -77,6 +88,7 @@ def read(target: ReadOnlyTarget, desc: Descriptor) -> WasmArtifact:
         "os": documents.text(config_json, "os", what),
         "architecture": documents.text(config_json, "architecture", what),
         "created": documents.text(config_json, "created", what) or parsed.annotations.get("org.opencontainers.image.created"),
+        "trigger": _trigger(parsed.annotations, f"manifest {desc.digest}: annotations"),
     }
     if config.media_type == mediatypes.WASM_CONFIG:
         component = documents.section(config_json, "component", what)
@@ -94,6 +106,7 @@ def read(target: ReadOnlyTarget, desc: Descriptor) -> WasmArtifact:
         def split(key: str) -> tuple[str, ...]:
             return tuple(x for x in labels.get(LABEL_PREFIX + key, "").split(",") if x)
 
+        common["trigger"] = _trigger(labels, f"{what}: Labels", common["trigger"])  # the label, if any, wins
         return WasmArtifact(
             format="image",
             target=labels.get(LABEL_PREFIX + "target"),

@@ -6,6 +6,10 @@ image configs, so this is the format the shim runs.
 `artifact`: the CNCF TAG Runtime Wasm OCI artifact layout (config `application/vnd.wasm.config.v0+json`)
 that wkg, wash and other Wasm registries' tools write.
 Output is a pure function of the inputs and `created`, so builds are reproducible.
+
+The trigger says how the shim runs the image: `command` runs it once; `http` serves it, a fresh
+instance per request (CGI-style). It is recorded only when `http`, so a command's config and
+digest are what they were before triggers existed.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from wasm_oci.errors import UsageError
 from wasm_oci.oci import mediatypes
@@ -26,6 +30,13 @@ Format = Literal["image", "artifact"]
 TITLE = "org.opencontainers.image.title"
 CREATED = "org.opencontainers.image.created"
 LABEL_PREFIX = "dev.wasm-oci.component."
+Trigger = Literal["command", "http"]
+TRIGGERS: tuple[Trigger, ...] = get_args(Trigger)
+"""The triggers, in one place: the CLI's choices and what `artifact.read` accepts."""
+TRIGGER_LABEL = "dev.wasm-oci.trigger"
+"""Config label (image format) or manifest annotation (artifact format; read in either) naming a non-default trigger."""
+HTTP_PORT = 8080
+"""The port the shim serves an `http` trigger on by default; the image config exposes it."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,7 @@ class PackageOptions:
     env: tuple[str, ...] = ()
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
+    trigger: Trigger = "command"
 
 
 @dataclass(frozen=True)
@@ -74,8 +86,29 @@ def layer_title(filename: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", base)
 
 
+def _check_trigger(info: WasmInfo, filename: str, opts: PackageOptions) -> None:
+    """Refuse what the shim could not serve: an HTTP function is run like a command, once per
+    request, so it needs a command's entry point; and a label or annotation contradicting it."""
+    if opts.trigger not in TRIGGERS:
+        raise UsageError(f"unknown trigger {opts.trigger!r}: expected one of {', '.join(TRIGGERS)}")
+    for where, pairs in (("label", opts.labels), ("annotation", opts.annotations)):
+        if pairs.get(TRIGGER_LABEL, opts.trigger) != opts.trigger:
+            raise UsageError(f"{where} {TRIGGER_LABEL}={pairs[TRIGGER_LABEL]} contradicts trigger {opts.trigger}; set it with --trigger")
+    if opts.trigger != "http":
+        return
+    if info.kind == "component" and not any(name.startswith("wasi:cli/run@") for name in info.exports):
+        exports = ", ".join(info.exports) or "none"
+        raise UsageError(
+            f"{filename}: trigger http needs a runnable command, but this component exports no wasi:cli/run (exports: {exports})"
+        )
+    if info.kind == "module" and "_start" not in info.exports:
+        raise UsageError(f"{filename}: trigger http needs a runnable command, but this module exports no _start")
+
+
 def _image_config(info: WasmInfo, title: str, created: str, opts: PackageOptions) -> dict[str, Any]:
     labels = dict(opts.labels)
+    if opts.trigger != "command":
+        labels[TRIGGER_LABEL] = opts.trigger
     if info.target:
         labels[LABEL_PREFIX + "target"] = info.target
     labels[LABEL_PREFIX + "kind"] = info.kind
@@ -84,14 +117,10 @@ def _image_config(info: WasmInfo, title: str, created: str, opts: PackageOptions
     config: dict[str, Any] = {"created": created}
     if opts.author:
         config["author"] = opts.author
-    config.update(
-        {
-            "architecture": "wasm",
-            "os": info.os,
-            "config": {"Entrypoint": [f"/{title}"], "Env": list(opts.env), "Labels": dict(sorted(labels.items()))},
-            "rootfs": {"type": "layers", "diff_ids": []},
-        }
-    )
+    image: dict[str, Any] = {"Entrypoint": [f"/{title}"], "Env": list(opts.env), "Labels": dict(sorted(labels.items()))}
+    if opts.trigger == "http":
+        image["ExposedPorts"] = {f"{HTTP_PORT}/tcp": {}}
+    config.update({"architecture": "wasm", "os": info.os, "config": image, "rootfs": {"type": "layers", "diff_ids": []}})
     return config
 
 
@@ -106,6 +135,7 @@ def _artifact_config(info: WasmInfo, layer: Descriptor, created: str, opts: Pack
 
 
 def package(wasm: bytes, info: WasmInfo, filename: str, opts: PackageOptions = PackageOptions()) -> Packaged:
+    _check_trigger(info, filename, opts)
     created = _rfc3339(creation_time(opts.created))
     title = layer_title(filename)
     layer = Descriptor.for_bytes(mediatypes.WASM_LAYER, wasm, annotations={TITLE: title})
@@ -115,12 +145,15 @@ def package(wasm: bytes, info: WasmInfo, filename: str, opts: PackageOptions = P
         config_type, config_doc = mediatypes.WASM_CONFIG, _artifact_config(info, layer, created, opts)
     config_bytes = _canonical(config_doc)
     config = Descriptor.for_bytes(config_type, config_bytes)
+    annotations = {CREATED: created, **opts.annotations}
+    if opts.format == "artifact" and opts.trigger != "command":
+        annotations[TRIGGER_LABEL] = opts.trigger  # the artifact config has no labels
     manifest_doc = {
         "schemaVersion": 2,
         "mediaType": mediatypes.OCI_MANIFEST,
         "config": config.to_json(),
         "layers": [layer.to_json()],
-        "annotations": {CREATED: created, **opts.annotations},
+        "annotations": annotations,
     }
     manifest_bytes = _canonical(manifest_doc)
     manifest = Descriptor.for_bytes(mediatypes.OCI_MANIFEST, manifest_bytes)

@@ -88,3 +88,15 @@ class WaitResponse(_message.Message):
     exit_status: int
     exited_at: _timestamp_pb2.Timestamp
     def __init__(self, exit_status: _Optional[int] = ..., exited_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class MetricsRequest(_message.Message):
+    __slots__ = ("filters",)
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    filters: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, filters: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class MetricsResponse(_message.Message):
+    __slots__ = ("metrics",)
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    metrics: _containers.RepeatedCompositeFieldContainer[_types_pb2.Metric]
+    def __init__(self, metrics: _Optional[_Iterable[_Union[_types_pb2.Metric, _Mapping]]] = ...) -> None: ...

@@ -54,6 +54,11 @@ class TasksStub:
                 request_serializer=wasm__oci_dot_proto_dot_tasks__pb2.WaitRequest.SerializeToString,
                 response_deserializer=wasm__oci_dot_proto_dot_tasks__pb2.WaitResponse.FromString,
                 _registered_method=True)
+        self.Metrics = channel.unary_unary(
+                '/containerd.services.tasks.v1.Tasks/Metrics',
+                request_serializer=wasm__oci_dot_proto_dot_tasks__pb2.MetricsRequest.SerializeToString,
+                response_deserializer=wasm__oci_dot_proto_dot_tasks__pb2.MetricsResponse.FromString,
+                _registered_method=True)
 
 
 class TasksServicer:
@@ -83,6 +88,12 @@ class TasksServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Metrics(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TasksServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -105,6 +116,11 @@ def add_TasksServicer_to_server(servicer, server):
                     servicer.Wait,
                     request_deserializer=wasm__oci_dot_proto_dot_tasks__pb2.WaitRequest.FromString,
                     response_serializer=wasm__oci_dot_proto_dot_tasks__pb2.WaitResponse.SerializeToString,
+            ),
+            'Metrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.Metrics,
+                    request_deserializer=wasm__oci_dot_proto_dot_tasks__pb2.MetricsRequest.FromString,
+                    response_serializer=wasm__oci_dot_proto_dot_tasks__pb2.MetricsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -215,6 +231,33 @@ class Tasks:
             '/containerd.services.tasks.v1.Tasks/Wait',
             wasm__oci_dot_proto_dot_tasks__pb2.WaitRequest.SerializeToString,
             wasm__oci_dot_proto_dot_tasks__pb2.WaitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Metrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/containerd.services.tasks.v1.Tasks/Metrics',
+            wasm__oci_dot_proto_dot_tasks__pb2.MetricsRequest.SerializeToString,
+            wasm__oci_dot_proto_dot_tasks__pb2.MetricsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,6 +40,8 @@ class Guest:
     """Where it came from, for the log: "rootfs /app.wasm" or "image NAME layer DIGEST"."""
     reused: bool = False
     """Taken from the per-image memo: no content read, no load."""
+    trigger: str = "command"
+    """What the image declared (its `dev.wasm-oci.trigger` label): run once, or serve HTTP."""
 
     def describe(self) -> str:
         how = "reused" if self.reused else f"{self.program.cache}, {self.program.load_seconds * 1e3:.1f} ms"
@@ -76,7 +78,7 @@ def resolve_in(root: Path, path: str) -> Path | None:
 class Guests:
     def __init__(self, engine: Engine, containerd: Containerd, trust: TrustGate) -> None:
         self.engine, self.containerd, self.trust = engine, containerd, trust
-        self._by_image: OrderedDict[str, Program] = OrderedDict()
+        self._by_image: OrderedDict[str, tuple[Program, str]] = OrderedDict()
         self._loading: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
@@ -117,11 +119,12 @@ class Guests:
             reused = known is not None
             if known is None:
                 store = self.containerd.content(namespace)
-                layer = artifact.read(store, subject).layer
-                wasm = fetch_bytes(store, layer, f"wasm layer of {image}", limit=MAX_WASM)
-                known = self.engine.load(wasm, layer.digest, name=os.path.basename(entry))
+                found = artifact.read(store, subject)
+                wasm = fetch_bytes(store, found.layer, f"wasm layer of {image}", limit=MAX_WASM)
+                known = self.engine.load(wasm, found.layer.digest, name=os.path.basename(entry)), found.trigger
                 with self._lock:
                     self._by_image[subject.digest] = known
                     while len(self._by_image) > IMAGES_REMEMBERED:
                         self._by_image.popitem(last=False)
-        return Guest(known, f"image {image} layer {known.digest}", reused)
+        program, trigger = known
+        return Guest(program, f"image {image} layer {program.digest}", reused, trigger)

@@ -2,7 +2,8 @@
 
 From `config.json`: process.args (argv), process.env, process.cwd, `root.readonly`,
 `linux.resources.memory.limit` (the guest's memory cap), `linux.resources.cpu` and
-`linux.cgroupsPath` (cgroups.py holds the CPU limits there) and the bind mounts, which become
+`linux.cgroupsPath` (cgroups.py holds the CPU limits there), the `network` entry of
+`linux.namespaces` (where an HTTP function listens, netns.py) and the bind mounts, which become
 WASI preopens at their destination (read-only when mounted `ro`). Other mounts (proc, sysfs,
 tmpfs, devpts...) have no WASI meaning and are not granted; neither is anything else of the
 host. Bind mounts of single files (/etc/hosts, resolv.conf) are skipped: WASI preopens are
@@ -19,6 +20,7 @@ from wasm_oci.engine import Preopen
 from wasm_oci.errors import MalformedContent, RpcError
 from wasm_oci.oci import documents
 from wasm_oci.shim.cgroups import CpuLimits
+from wasm_oci.shim.netns import Network
 
 CONTAINER_TYPE = "io.kubernetes.cri.container-type"
 SANDBOX_ID = "io.kubernetes.cri.sandbox-id"
@@ -38,6 +40,7 @@ class TaskSpec:
     cgroups_path: str = ""
     binds: tuple[Preopen, ...] = ()
     annotations: dict[str, str] = field(default_factory=dict)
+    network: Network = field(default_factory=Network)
 
     @property
     def is_sandbox(self) -> bool:
@@ -119,7 +122,19 @@ def _parse(doc: dict[str, Any], where: str) -> TaskSpec:
         cgroups_path=documents.text(linux, "cgroupsPath", f"{where}: linux") or "",
         binds=binds,
         annotations=documents.string_map(doc, "annotations", where),
+        network=_network(linux, f"{where}: linux.namespaces"),
     )
+
+
+def _network(linux: dict[str, Any], where: str) -> Network:
+    namespaces = linux.get("namespaces") or []
+    if not isinstance(namespaces, list) or not all(isinstance(entry, dict) for entry in namespaces):
+        raise MalformedContent(f"{where} must be a list of objects")
+    for entry in namespaces:
+        if documents.text(entry, "type", where) == "network":
+            path = documents.text(entry, "path", where)
+            return Network(path) if path else Network(new=True)
+    return Network()
 
 
 def load(bundle: str) -> TaskSpec:

@@ -27,6 +27,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from wasm_oci import __version__
 from wasm_oci.engine import Engine, Preopen, RunResult, RunSpec
+from wasm_oci.engine.acceptor import Acceptor
 from wasm_oci.errors import RpcError
 from wasm_oci.proto import events_pb2
 from wasm_oci.proto import task_pb2 as api
@@ -35,6 +36,7 @@ from wasm_oci.shim import control, runtime_spec, stats
 from wasm_oci.shim import rootfs as mounts
 from wasm_oci.shim.cgroups import ContainerCgroup, PodPlacement
 from wasm_oci.shim.guest import Guests
+from wasm_oci.shim.http_function import HttpPlan, HttpSettings, trigger_of
 from wasm_oci.shim.lifetime import Lifetime
 from wasm_oci.shim.logs import TASK, BundleLogs
 from wasm_oci.shim.stdio import Stdio
@@ -98,6 +100,8 @@ class TaskService:
         self.tasks: dict[tuple[str, str], Task] = {}
         self._creating: set[tuple[str, str]] = set()
         self._guard = threading.Lock()
+        self.acceptor = Acceptor()
+        """Accepts the connections of every HTTP function of the daemon, on one thread."""
 
     # -- helpers -------------------------------------------------------------------------------
     def _key(self, context: Context, task_id: str) -> tuple[str, str]:
@@ -176,7 +180,7 @@ class TaskService:
             mounted = root
         cgroup = None
         try:
-            program = None
+            program, http = None, None
             if spec.is_sandbox:
                 if self.pod_daemon and self._placement is None:
                     self._placement = PodPlacement.for_sandbox(spec.cgroups_path)
@@ -185,7 +189,9 @@ class TaskService:
                 cgroup = ContainerCgroup.for_spec(spec.cgroups_path, spec.cpu)
                 guest = self.guests.load(namespace, request.id, spec, root)
                 program = guest.program
-                task_log.info("created from %s", guest.describe())
+                if trigger_of(spec.env, guest.trigger) == "http":
+                    http = HttpPlan(HttpSettings.from_env(spec.env), spec.network, self.acceptor)
+                task_log.info("created from %s%s", guest.describe(), f", an HTTP function on {http.describe()}" if http else "")
             stdio = Stdio(_stdio_path(request.stdin, "stdin"), _stdio_path(request.stdout, "stdout"), _stdio_path(request.stderr, "stderr"))
             root_preopen = (Preopen(root, "/", spec.root_readonly),) if root.is_dir() else ()
             run_spec = RunSpec(
@@ -198,7 +204,18 @@ class TaskService:
                 memory_limit=spec.memory_limit,
             )
             task = Task(
-                namespace, request.id, request.bundle, stdio, program, run_spec, mounted, self._exited, task_log, cgroup, spec.sandbox_id
+                namespace,
+                request.id,
+                request.bundle,
+                stdio,
+                program,
+                run_spec,
+                mounted,
+                self._exited,
+                task_log,
+                cgroup,
+                spec.sandbox_id,
+                http,
             )
             task.prepare(self.engine, self.loop)
             return task
@@ -304,7 +321,10 @@ class TaskService:
         if task.program is None:
             return api.StatsResponse(stats=self._pod_stats(task))
         used, peak = task.memory_bytes()
-        return api.StatsResponse(stats=stats.metrics(task.status == Status.RUNNING, task.cpu_ns(), used, peak, task.run_spec.memory_limit))
+        served = task.function.counters if task.function is not None else None
+        return api.StatsResponse(
+            stats=stats.metrics(task.status == Status.RUNNING, task.cpu_ns(), used, peak, task.run_spec.memory_limit, served)
+        )
 
     def _pod_stats(self, sandbox: Task) -> Any:
         """A pod sandbox's figures are its pod's (CRI's PodSandboxStats): the kernel's count of

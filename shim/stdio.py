@@ -19,6 +19,7 @@ close, or no client writing at the guest's start, is the guest's end-of-file as 
 from __future__ import annotations
 
 import array
+import contextlib
 import errno
 import fcntl
 import os
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 READER_TIMEOUT = 2.0
 DRAIN_TIMEOUT = 2.0
 _POLL = 0.001
+_PIPE_BUF = 4096
 
 
 @dataclass(frozen=True)
@@ -88,9 +90,10 @@ class Attachment:
         """Output paths nobody reads, which Wasmtime's open would block on."""
         self._outputs: list[tuple[str, int]] = []
         """Write ends of outputs a client reads, held until the exit so `drain` can watch them."""
+        self._paths = (stdio.stdout, stdio.stderr)
         try:
             deadline = time.monotonic() + reader_timeout
-            for path in (stdio.stdout, stdio.stderr):
+            for path in self._paths:
                 if not _is_fifo(path):
                     continue
                 while (fd := _writer(path)) is None and time.monotonic() < deadline:
@@ -124,6 +127,23 @@ class Attachment:
             while _unread(fd) and _has_reader(path) and time.monotonic() < deadline:
                 time.sleep(_POLL)
         self.close()
+
+    def write_line(self, stream: int, line: str) -> None:
+        """One line on stdout (0) or stderr (1) from the shim itself (an HTTP function's log),
+        if a client reads it. Never blocks: a line the FIFO has no room for is dropped (a line
+        under PIPE_BUF is written whole or not at all)."""
+        path = self._paths[stream]
+        fd = next((fd for held, fd in self._outputs if held == path), None)
+        if fd is None and path and path not in self._unattended:  # a file:// log: appended to
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            except OSError:
+                self._unattended.append(path)  # not tried again
+                return
+            self._outputs.append((path, fd))
+        if fd is not None:
+            with contextlib.suppress(BlockingIOError, BrokenPipeError):
+                os.write(fd, line.encode("utf-8", "replace")[: _PIPE_BUF - 1] + b"\n")
 
     def close(self) -> None:
         for _, fd in self._outputs:

@@ -46,6 +46,7 @@ from wasm_oci.engine.result import Stop
 from wasm_oci.errors import RpcError
 from wasm_oci.proto.task_types_pb2 import Status
 from wasm_oci.shim.cgroups import ContainerCgroup
+from wasm_oci.shim.http_function import HttpFunction, HttpPlan
 from wasm_oci.shim.stdio import Attachment, Stdio
 from wasm_oci.shim.threadname import GUEST, name_this_thread
 
@@ -74,6 +75,7 @@ class Task:
         log: logging.LoggerAdapter[logging.Logger],
         cgroup: ContainerCgroup | None = None,
         sandbox_id: str = "",
+        http: HttpPlan | None = None,
     ) -> None:
         self.namespace, self.id, self.bundle, self.stdio = namespace, task_id, bundle, stdio
         self.program, self.run_spec = program, run_spec
@@ -84,6 +86,9 @@ class Task:
         """The CRI pod it belongs to ("" outside Kubernetes); a sandbox's own id for itself."""
         self.cgroup = cgroup
         """The container's CPU cgroups, which the guest's thread joins (None: none to join)."""
+        self.http = http
+        self.function: HttpFunction | None = None
+        """An HTTP function's listener and server (http_function.py), from Create on."""
         self.status: Status = Status.CREATED
         self.exit_status = 0
         self.exit_reason = ""
@@ -110,6 +115,9 @@ class Task:
             return
         attachment = Attachment(self.stdio)
         try:
+            if self.http is not None:
+                self.function = HttpFunction(engine, self.program, self.run_spec, self.http, attachment, self._join_cgroup)
+                return
             execution = self._instantiated(engine, attachment, self.program, self.run_spec)
         except BaseException:
             attachment.close()
@@ -125,6 +133,14 @@ class Task:
                     self._move(Status.STOPPED)  # Create fails: the parked thread lets go and ends
                 self._woken.set()
                 raise
+
+    def _join_cgroup(self) -> None:
+        """On each of an HTTP function's guest threads: into the container's CPU cgroup."""
+        if self.cgroup is not None:
+            try:
+                self.cgroup.join(threading.get_native_id())
+            except Exception as exc:  # the request is still served; the limit does not hold for this thread
+                self.log.warning("a guest thread could not join the container's cgroup: %s", exc)
 
     @staticmethod
     def _instantiated(engine: Engine, attachment: Attachment, program: Program, spec: RunSpec) -> Execution:
@@ -155,6 +171,9 @@ class Task:
         with self._lock:
             self._move(Status.RUNNING)
             self._started = time.perf_counter()
+        if self.function is not None:
+            self.function.start()
+            return
         self._woken.set()
 
     def _move(self, to: Status) -> None:
@@ -188,11 +207,15 @@ class Task:
     def memory_bytes(self) -> tuple[int, int]:
         """(in RAM now, the most ever committed) of the guest's linear memories; (0, 0)
         without a guest."""
+        if self.function is not None:
+            return self.function.memory_bytes()
         execution = self._execution
         return (memory.resident(execution.memory), execution.memory.peak) if execution is not None else (0, 0)
 
     def cpu_ns(self) -> int:
-        """CPU time the guest's thread has used so far."""
+        """CPU time the guest's thread (an HTTP function's guest threads) has used so far."""
+        if self.function is not None:
+            return self.function.counters.guest_cpu_ns
         with self._lock:
             clock, spent = self._cpu
             return spent if spent is not None else time.clock_gettime_ns(clock) if clock else 0
@@ -206,6 +229,8 @@ class Task:
             self.exit_status, self.exit_reason = result.status, result.reason
             self.exited_at_ns = time.time_ns()
         self._woken.set()  # a guest that never started lets go of its thread
+        if self.function is not None:  # ended before Start, or deleted: the stop already closed it otherwise
+            threading.Thread(target=self.function.close, name="wasm-oci http close", daemon=True).start()
         if result.message:
             self.log.info("exited with status %d: %s", result.status, result.message)
         self.exited.set()
@@ -220,6 +245,14 @@ class Task:
                 raise RpcError("NOT_FOUND", f"task {self.id}: process already finished")
             running = self._execution if self.status == Status.RUNNING else None
         if signal in HARMLESS:
+            return
+        if self.function is not None and self.status == Status.RUNNING:
+            loop = asyncio.get_running_loop()
+
+            def ended(result: RunResult) -> None:
+                loop.call_soon_threadsafe(self.finish, result)
+
+            self.function.stop(signal, ended)
             return
         killed = Stop("killed", signal).result(0.0)
         if running is None:  # never started, or a sandbox: nothing runs that must stop first

@@ -6,6 +6,7 @@ import socket
 from pathlib import Path
 
 import pytest
+import wasmtime
 
 from services.tools import ToolRunner
 from services.wasmgen import HELLO
@@ -29,6 +30,8 @@ def test_each_failure_has_its_own_exit_code(wasm_oci: ToolRunner, tmp_path: Path
     script.write_text("#!/bin/sh\necho not wasm\n")
     truncated = tmp_path / "truncated.wasm"
     truncated.write_bytes(HELLO.read_bytes()[:500])
+    library = tmp_path / "library.wasm"
+    library.write_bytes(wasmtime.wat2wasm("(component (core module $m))"))
     port = _closed_port()
     cases = {
         "not wasm": (("package", script), 4, f"{script}: not a WebAssembly binary (missing \\0asm magic)"),
@@ -50,6 +53,11 @@ def test_each_failure_has_its_own_exit_code(wasm_oci: ToolRunner, tmp_path: Path
         "missing --dir": (("run", "--dir", f"{tmp_path}/nope:/data", HELLO), 5, f"--dir {tmp_path}/nope: no such directory"),
         "option after SOURCE": (("run", HELLO, "--timeout", "5"), 2, "--timeout after SOURCE would go to the guest"),
         "bad SOURCE_DATE_EPOCH": (("package", HELLO, "--created", "now"), 2, "neither RFC 3339"),
+        "http trigger without a command": (
+            ("push", library, "oci:" + str(tmp_path / "l"), "--trigger", "http"),
+            2,
+            "library.wasm: trigger http needs a runnable command, but this component exports no wasi:cli/run (exports: none)",
+        ),
         "directory as SOURCE": (("run", tmp_path), 3, f"{tmp_path} is a directory; expected a .wasm file"),
     }
     codes = set()

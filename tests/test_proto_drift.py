@@ -41,6 +41,7 @@ THEIR_FILES = [
     f"{API}/types/mount.proto",
     f"{API}/types/descriptor.proto",
     f"{API}/types/event.proto",
+    f"{API}/types/metrics.proto",
     f"{API}/events/task.proto",
     f"{API}/services/events/v1/events.proto",
     f"{API}/services/ttrpc/events/v1/events.proto",

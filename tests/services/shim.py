@@ -68,6 +68,48 @@ def sleeper(seconds: int, status: int) -> bytes:
     )
 
 
+# A CGI handler (preview 1) that behaves by its request path: /trap traps, /spin never ends,
+# /hog grows its memory until refused and traps, /slow answers after 1 s in a clock wait, any
+# other path answers 200 "ok".
+HTTP_PROBE = module(
+    '(import "wasi_snapshot_preview1" "environ_sizes_get" (func $sizes (param i32 i32) (result i32)))'
+    ' (import "wasi_snapshot_preview1" "environ_get" (func $environ (param i32 i32) (result i32)))'
+    ' (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))'
+    ' (memory (export "memory") 2)'
+    ' (data (i32.const 256) "PATH_INFO=/trap\\00") (data (i32.const 288) "PATH_INFO=/spin\\00")'
+    ' (data (i32.const 320) "PATH_INFO=/hog\\00") (data (i32.const 352) "PATH_INFO=/slow\\00")'
+    ' (data (i32.const 384) "Content-Type: text/plain\\n\\nok\\n")'
+    " (func $has (param $needle i32) (param $len i32) (result i32) (local $i i32) (local $j i32) (local $end i32)"
+    "  (local.set $end (i32.add (i32.const 8192) (i32.load (i32.const 4))))"
+    "  (local.set $i (i32.const 8192))"
+    "  (block $no (loop $outer"
+    "   (br_if $no (i32.gt_u (i32.add (local.get $i) (local.get $len)) (local.get $end)))"
+    "   (local.set $j (i32.const 0))"
+    "   (block $mismatch (loop $inner"
+    "     (br_if $mismatch (i32.ne (i32.load8_u (i32.add (local.get $i) (local.get $j)))"
+    "                              (i32.load8_u (i32.add (local.get $needle) (local.get $j)))))"
+    "     (local.set $j (i32.add (local.get $j) (i32.const 1)))"
+    "     (br_if $inner (i32.lt_u (local.get $j) (local.get $len))))"
+    "    (return (i32.const 1)))"
+    "   (local.set $i (i32.add (local.get $i) (i32.const 1)))"
+    "   (br $outer)))"
+    "  (i32.const 0))"
+    ' (func (export "_start")'
+    "  (drop (call $sizes (i32.const 0) (i32.const 4)))"
+    "  (drop (call $environ (i32.const 1024) (i32.const 8192)))"
+    "  (if (call $has (i32.const 256) (i32.const 16)) (then unreachable))"
+    "  (if (call $has (i32.const 288) (i32.const 16)) (then (loop $forever (br $forever))))"
+    "  (if (call $has (i32.const 320) (i32.const 15)) (then"
+    "    (loop $more (br_if $more (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable))"
+    "  (if (call $has (i32.const 352) (i32.const 16)) (then"
+    "    (i32.store (i32.const 4112) (i32.const 1))"
+    "    (i64.store (i32.const 4120) (i64.const 1000000000))"
+    "    (drop (call $poll (i32.const 4096) (i32.const 4160) (i32.const 1) (i32.const 4224)))))"
+    "  (i32.store (i32.const 600) (i32.const 384)) (i32.store (i32.const 604) (i32.const 29))"
+    "  (drop (call $write (i32.const 1) (i32.const 600) (i32.const 1) (i32.const 608))))"
+)
+
+
 @dataclass
 class ShimHarness:
     containerd: ContainerdServer
@@ -89,9 +131,9 @@ class ShimHarness:
         self._cli("keygen", "--no-password", "--output-key-prefix", prefix)
         return prefix.with_name(prefix.name + ".key"), prefix.with_name(prefix.name + ".pub")
 
-    def push(self, name: str, wasm: Path | bytes, sign_key: Path | None = None, pull: bool = True) -> str:
-        """Push a .wasm as an OCI image with `wasm-oci push` (signed with `sign_key`), pull it
-        into containerd with `ctr` (unless `pull` is false: CRI pulls its own); its ref."""
+    def push(self, name: str, wasm: Path | bytes, sign_key: Path | None = None, pull: bool = True, options: Sequence[str] = ()) -> str:
+        """Push a .wasm as an OCI image with `wasm-oci push [options]` (signed with `sign_key`), pull
+        it into containerd with `ctr` (unless `pull` is false: CRI pulls its own); its ref."""
         if name in self.images:
             return self.images[name]
         if isinstance(wasm, bytes):
@@ -99,7 +141,7 @@ class ShimHarness:
             path.write_bytes(wasm)
             wasm = path
         ref = f"{self.registry.host}/shim/{name}:1"
-        self._cli("push", wasm, ref, "--plain-http", *(["--sign-key", str(sign_key)] if sign_key else []))
+        self._cli("push", wasm, ref, "--plain-http", *options, *(["--sign-key", str(sign_key)] if sign_key else []))
         if pull:
             self.containerd.ctr("images", "pull", "--plain-http", ref, timeout=120)
         self.images[name] = ref
