@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
@@ -41,11 +42,21 @@ log = logging.getLogger(__name__)
 SHUTDOWN_GRACE = 5.0
 
 
+def _raise_open_files_limit() -> None:
+    """The soft limit of open files up to the hard one, as Go programs (containerd and its other
+    shims) do at start: every HTTP function holds a listener and its connections, and a
+    thousand of them in one daemon pass the usual soft limit of 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 class Daemon:
     def __init__(self, flags: Flags) -> None:
         if not (flags.group_dir and flags.config and flags.namespace and flags.id):
             raise UsageError("serve is started by `start`: it needs -group-dir, -config, -namespace and -id")
         self.flags = flags
+        _raise_open_files_limit()
         self.config = configs.parse(Path(flags.config).read_text(encoding="utf-8"), flags.config)
         self.control_path = os.path.join(flags.group_dir, group.CONTROL)
         self.task_path = os.path.join(flags.group_dir, f"task-{os.getpid()}.sock")
