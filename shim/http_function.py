@@ -172,6 +172,11 @@ class HttpFunction:
         self._peak = max(self._peak, used, *(execution.memory.peak for execution in self.server.executions()))
         return used, self._peak
 
+    def limit_memory(self, limit: int | None) -> None:
+        """The container's new memory limit, shared out again for the requests to come."""
+        share = limit // self.plan.settings.concurrency if limit else None
+        self.server.spec = replace(self.server.spec, memory_limit=share)
+
     def start(self) -> None:
         with self._lock:
             self._accepting = True

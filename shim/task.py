@@ -151,8 +151,13 @@ class Task:
 
     def limit_memory(self, limit: int | None) -> None:
         """A new memory limit: before Start the guest is instantiated again under it (blocks);
-        after, it applies to the next growth (a guest already past it is not stopped)."""
+        after, it applies to the next growth (a guest already past it is not stopped). An HTTP
+        function's next requests get their share of it."""
         with self._lock:
+            if self.function is not None and self.status != Status.STOPPED:
+                self.function.limit_memory(limit)
+                self.run_spec = replace(self.run_spec, memory_limit=limit)
+                return
             if self.status == Status.RUNNING and self._execution is not None:
                 self._execution.memory.limit = limit
                 self.run_spec = replace(self.run_spec, memory_limit=limit)

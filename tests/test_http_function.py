@@ -23,9 +23,9 @@ HTTP = EXAMPLES / "http" / "http.wasm"
 BODY = b"the quick brown fox"
 
 
-@pytest.fixture(scope="module")
-def shim(registry: RegistryServer) -> Iterator[ShimHarness]:
-    yield from shim_harness(registry)
+@pytest.fixture(scope="module", params=["2.1", "1.7"])
+def shim(registry: RegistryServer, request: pytest.FixtureRequest) -> Iterator[ShimHarness]:
+    yield from shim_harness(registry, release=request.param)
 
 
 @pytest.fixture(scope="module")
@@ -297,3 +297,37 @@ def test_many_functions_in_one_daemon_each_isolated(shim: ShimHarness, probe: st
     codes = sorted(proc.communicate(timeout=20)[0] for proc in hostile)
     assert codes in (["500", "500", "504", "504"], ["500", "503", "504", "504"]), codes
     assert request(ports[1])[0] == 200
+
+
+def test_an_update_of_the_memory_limit_is_shared_out_to_the_next_requests(tmp_path: Path) -> None:
+    """What the Update RPC does to a running HTTP function (ctr has no `task update`), in process."""
+    from wasm_oci.engine import Engine, RunSpec
+    from wasm_oci.engine.acceptor import Acceptor
+    from wasm_oci.shim.http_function import HttpFunction, HttpPlan, HttpSettings
+    from wasm_oci.shim.netns import Network
+    from wasm_oci.shim.stdio import Attachment, Stdio
+
+    engine = Engine(cache_dir=tmp_path / "cache")
+    program = engine.load(HTTP_PROBE)
+    log = tmp_path / "log"
+    settings = HttpSettings.from_env({"WASM_OCI_HTTP_ADDRESS": f"127.0.0.1:{free_port()}", "WASM_OCI_HTTP_CONCURRENCY": "2"})
+    function = HttpFunction(
+        engine,
+        program,
+        RunSpec(args=("probe",), memory_limit=64 << 20),
+        HttpPlan(settings, Network(), Acceptor()),
+        Attachment(Stdio(stdout=str(log), stderr=str(log))),
+        None,
+    )
+    try:
+        function.start()
+        port = function.server.port
+        assert request(port, path="/hog")[0] == 500
+        function.limit_memory(16 << 20)
+        assert request(port, path="/hog")[0] == 500
+        assert request(port)[0] == 200
+    finally:
+        function.close()
+    text = log.read_text()
+    assert f"its memory limit is {32 << 20} bytes" in text and f"its memory limit is {8 << 20} bytes" in text, text
+    assert function.counters.requests == 3 and function.counters.failed == 2
