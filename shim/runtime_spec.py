@@ -148,3 +148,17 @@ def load(bundle: str) -> TaskSpec:
     except MalformedContent as exc:
         raise RpcError("INVALID_ARGUMENT", str(exc)) from None
     return parse(doc, str(path))
+
+
+def pod_network(bundle: str, spec: TaskSpec) -> Network:
+    """The network namespace a pod's container really lives in. CRI names the sandbox's as
+    `/proc/<sandbox pid>/ns/net`, and a Wasm sandbox's "pid" is its shim daemon's (it runs no
+    pause process): that path is the host's network. The sandbox's own spec, in its bundle
+    beside this one, names the namespace CNI set up (`/var/run/netns/cni-...`)."""
+    if not spec.sandbox_id or spec.is_sandbox:
+        return spec.network
+    try:
+        sandbox = load(str(Path(bundle).parent / spec.sandbox_id))
+    except RpcError:  # no sandbox bundle here (not containerd's layout): trust the spec
+        return spec.network
+    return sandbox.network if sandbox.network.path else spec.network

@@ -190,7 +190,7 @@ class TaskService:
                 guest = self.guests.load(namespace, request.id, spec, root)
                 program = guest.program
                 if trigger_of(spec.env, guest.trigger) == "http":
-                    http = HttpPlan(HttpSettings.from_env(spec.env), spec.network, self.acceptor)
+                    http = HttpPlan(HttpSettings.from_env(spec.env), runtime_spec.pod_network(request.bundle, spec), self.acceptor)
                 task_log.info("created from %s%s", guest.describe(), f", an HTTP function on {http.describe()}" if http else "")
             stdio = Stdio(_stdio_path(request.stdin, "stdin"), _stdio_path(request.stdout, "stdout"), _stdio_path(request.stderr, "stderr"))
             root_preopen = (Preopen(root, "/", spec.root_readonly),) if root.is_dir() else ()

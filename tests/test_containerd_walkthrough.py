@@ -6,7 +6,8 @@ installs the sample shim.toml and policy.json, checks that containerd finds the 
 the hello example with ctr. It runs inside containerd's private mount namespace, where ctr's
 FIFOs and the shim's /run/containerd are the ones containerd sees. The Kubernetes half:
 the runtime table of containerd-config.toml is what tests/services/cri.py configures CRI with,
-and runtimeclass.yaml must name it and run.
+and runtimeclass.yaml must name it and run. examples/http-function/walkthrough.sh, an HTTP
+function with ctr, runs the same way against a containerd with the shim installed.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +27,7 @@ import pytest
 from services.containerd import ContainerdServer
 from services.cri import CriNode, cri_node, example_runtime
 from services.registry import RegistryServer
-from services.shim import ShimHarness
+from services.shim import ShimHarness, shim_harness
 from services.tools import REPO_ROOT, tools_bin_dir
 from wasm_oci.oci import reference
 from wasm_oci.proto import cri_pb2 as cri
@@ -34,6 +37,7 @@ from wasm_oci.signing import policy
 pytestmark = [pytest.mark.containerd, pytest.mark.registry]
 
 EXAMPLES = REPO_ROOT / "examples" / "containerd"
+HTTP_FUNCTION = REPO_ROOT / "examples" / "http-function"
 
 
 @pytest.fixture
@@ -151,3 +155,54 @@ def test_the_runtime_class_names_the_configured_runtime_and_its_pod_runs(node: C
     assert "arg: from\narg: kubernetes\nGREETING=hi" in "\n".join(
         line.split(" ", 3)[3] for line in Path(status.log_path).read_text().splitlines()
     )
+
+
+# -- examples/http-function: an HTTP function with ctr -------------------------------------------
+
+
+@pytest.fixture
+def shim(registry: RegistryServer) -> Iterator[ShimHarness]:
+    """A private containerd with the shim installed as examples/containerd says (the launcher on
+    its PATH): what the HTTP function walkthrough starts from."""
+    yield from shim_harness(registry)
+
+
+def test_the_http_function_walkthrough_runs_as_written(shim: ShimHarness, registry: RegistryServer, tmp_path: Path) -> None:
+    """examples/http-function/walkthrough.sh: push with --trigger http, `ctr images pull`,
+    `ctr run -d --net-host`, curl, the access log, SIGTERM to exit 0, delete; in containerd's
+    mount namespace, as on a host."""
+    server = shim.containerd
+    assert server.proc is not None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "PATH": f"{tools_bin_dir()}:{os.environ['PATH']}",
+        "WASM_OCI": str(Path(sys.executable).with_name("wasm-oci")),
+        "CONTAINERD_ADDRESS": str(server.address),
+        "CONTAINERD_NAMESPACE": server.namespace,
+        "REGISTRY": registry.host,
+        "HTTP_ADDRESS": f"127.0.0.1:{port}",
+        "LOG_DIR": str(tmp_path),
+        "WASM_OCI_HOME": str(tmp_path / "cli"),
+        "DOCKER_CONFIG": str(tmp_path / "docker"),
+    }
+    result = subprocess.run(
+        ["nsenter", "--mount", f"--target={server.proc.pid}", "--", "bash", str(HTTP_FUNCTION / "walkthrough.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    assert "Trigger:      http" in result.stdout
+    assert "\nHELLO FROM CURL\n" in result.stdout
+    log = (tmp_path / "upper-walkthrough.log").read_text().splitlines()
+    assert len(log) == 2 and '"POST /greet?lang=en HTTP/1.1" 200 15 ' in log[0] and '"GET / HTTP/1.1" 200 0 ' in log[1], log
+    assert re.search(r"^cpu\.usage_usec +\d+", result.stdout, re.M)  # ctr task metrics
+    assert "exited with status 0" in result.stdout
+    # Nothing left behind: no task, no container, nothing listening.
+    assert "upper-walkthrough" not in server.ctr("container", "ls", "--quiet").stdout.split()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
