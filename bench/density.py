@@ -100,8 +100,17 @@ def _remove_all(s: Stack, ids: list[str]) -> str:
     return f"stopping and deleting all {len(ids)} took {duration(time.perf_counter() - began)}"
 
 
-def climb(s: Stack, workload: Workload, levels: tuple[int, ...], budget: float) -> Outcome:
-    """Start tasks level by level until the levels, the memory reserve or the time budget run out."""
+def climb(
+    s: Stack,
+    workload: Workload,
+    levels: tuple[int, ...],
+    budget: float,
+    on_level: Callable[[], None] | None = None,
+    before_teardown: Callable[[list[str]], None] | None = None,
+) -> Outcome:
+    """Start tasks level by level until the levels, the memory reserve or the time budget run out.
+    `on_level` runs after each level is measured; `before_teardown` gets the ids of the tasks
+    still running when at least one level was reached (http_density.py serves requests then)."""
     ids: list[str] = []  # every container created, for the teardown
     results: list[Level] = []
     idle_available = available()
@@ -131,6 +140,10 @@ def climb(s: Stack, workload: Workload, levels: tuple[int, ...], budget: float) 
                 stopped_by = f"only {running} of {target} tasks running"
                 break
             results.append(Level(target, more / elapsed, footprint(s.containerd), idle_available - available(), machine_threads()))
+            if on_level is not None:
+                on_level()
+        if before_teardown is not None and results:
+            before_teardown(ids)
     finally:
         teardown = _remove_all(s, ids)
     return Outcome(workload.label, results, stopped_by, idle_available, retried, teardown)

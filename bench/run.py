@@ -28,6 +28,7 @@ import distribution
 import engine_run
 import engine_serve
 import entry
+import http_density
 import throughput
 from common import REPO, SUMMARY_HEADER, Section, duration, table
 from stack import SHIM_INSTALL
@@ -124,7 +125,8 @@ Rows that need the containerd shim run it as docs/shim.md installs it (the fast 
 .venv/bin/python bench/run.py            # everything, rewrites this file (about 15 min on 2 cores)
 .venv/bin/python bench/run.py --quick    # the smoke run CI executes (tests/test_bench_smoke.py)
 .venv/bin/python bench/MODULE.py [--quick]   # one section: cold_start, throughput, api_throughput,
-                                         # entry, density, distribution, engine_run, engine_serve
+                                         # entry, density, http_density, distribution, engine_run,
+                                         # engine_serve
 ```
 
 containerd runs privately as the tests run it (tests/services/containerd.py: its own mount
@@ -155,6 +157,7 @@ def main() -> None:
         api_throughput.run,
         entry.run,
         density.run,
+        http_density.run,
         distribution.run,
         engine_run.run,
         engine_serve.run,

@@ -9,13 +9,17 @@ connection accepted and handed to its server (a thread per connection, as `serve
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import selectors
 import socketserver
 import threading
+import time
 
 log = logging.getLogger(__name__)
+PAUSE = 0.1
+"""Seconds a listener rests after accept() found no descriptor left."""
 
 
 class Acceptor:
@@ -25,6 +29,16 @@ class Acceptor:
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._quiet_until = 0.0
+        self._paused: dict[socketserver.TCPServer, float] = {}
+        """Listeners taken out of the set after accept() ran out of descriptors, and when to look again."""
+
+    def _resume_due(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for server in [server for server, due in self._paused.items() if due <= now]:
+                del self._paused[server]
+                self._selector.register(server.socket, selectors.EVENT_READ, server)
 
     def add(self, server: socketserver.TCPServer) -> None:
         """Start accepting for `server`, whose socket is bound and listening."""
@@ -38,12 +52,14 @@ class Acceptor:
     def remove(self, server: socketserver.TCPServer) -> None:
         """Stop accepting for `server`: once this returns, no new connection reaches it."""
         with self._lock, contextlib.suppress(KeyError, ValueError):
+            self._paused.pop(server, None)
             self._selector.unregister(server.socket)
         os.write(self._wake_w, b"x")  # the loop may hold a ready event for it: it checks again under the lock
 
     def _loop(self) -> None:
         while True:
-            for key, _ in self._selector.select():
+            timeout = max(0.0, min(self._paused.values()) - time.monotonic()) if self._paused else None
+            for key, _ in self._selector.select(timeout):
                 if key.data is None:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_r, 4096)
@@ -52,13 +68,21 @@ class Acceptor:
                     if self._selector.get_map().get(key.fileobj) is not key:
                         continue  # removed since select() returned
                     self._accept(key.data)
+            self._resume_due()
 
-    @staticmethod
-    def _accept(server: socketserver.TCPServer) -> None:
+    def _accept(self, server: socketserver.TCPServer) -> None:
         try:
             request, address = server.get_request()
-        except OSError:  # nothing there after all (another wake-up took it, or the client reset)
-            return
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                # Out of descriptors: the connection stays queued and the listener readable, so
+                # watching it now would spin. Look again in a moment; the client waits meanwhile.
+                if time.monotonic() >= self._quiet_until:  # once in a while, not ten times a second
+                    log.warning("cannot accept on %s: %s; trying again every %.1f s", server.server_address, exc.strerror, PAUSE)
+                    self._quiet_until = time.monotonic() + 10.0
+                self._selector.unregister(server.socket)
+                self._paused[server] = time.monotonic() + PAUSE
+            return  # otherwise nothing was there after all (another wake-up took it, or the client reset)
         try:
             server.process_request(request, address)  # a thread per connection
         except Exception:
