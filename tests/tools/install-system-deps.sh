@@ -6,6 +6,7 @@
 #             containerd's API .proto files, CRI v1's api.proto, CNI plugins
 #   trixie:   containerd 1.7 + ctr (the 1.x line, task API v2), unpacked into a separate root
 #   bookworm: runc (the baseline for benchmarks)
+#   crates.io: WASI 0.2.0's WIT files (the `wasi` crate), for building wasi:http test guests
 # Idempotent: a package already unpacked (stamp file) is skipped. Prints the bin dir.
 set -euo pipefail
 
@@ -41,6 +42,19 @@ fetch bookworm "$prefix/root" runc busybox-static
 fetch sid "$prefix/root" golang-github-containerd-ttrpc-dev  # ttrpc's request.proto, for tests/test_proto_drift.py
 fetch sid "$prefix/root" golang-k8s-cri-api-dev  # CRI v1 api.proto, for tests/test_proto_drift.py
 fetch sid "$prefix/root" containernetworking-plugins  # CNI bridge, host-local, loopback, portmap (usr/lib/cni)
+
+# WASI 0.2.0's WIT (the `wasi` crate's wit/deps): what the wasi:http proxy test guests are built
+# against (tests/services/proxy_components.py). Pinned by digest.
+wit="$prefix/root/wasi-0.2.0-wit"
+if [ ! -e "$wit/.stamp" ]; then
+  crate="$prefix/wasi-0.13.0+wasi-0.2.0.crate"
+  echo "fetching WASI 0.2.0 WIT from crates.io" >&2
+  curl -fsSL --retry 3 --max-time 120 -o "$crate" "https://static.crates.io/crates/wasi/wasi-0.13.0%2Bwasi-0.2.0.crate"
+  echo "652cd73449d0b957a2743b70c72d79d34a5fa505696488f4ca90b46f6da94118  $crate" | sha256sum -c --quiet
+  rm -rf "$wit" && mkdir -p "$wit"
+  tar xzf "$crate" -C "$wit" --strip-components=3 "wasi-0.13.0+wasi-0.2.0/wit/deps"
+  touch "$wit/.stamp"
+fi
 
 # `ip` deletes the CRI tests' CNI bridge; a minimal machine may lack it (the machine's own apt).
 command -v ip >/dev/null || { apt-get -qq update && apt-get -qq install -y iproute2; } >&2
