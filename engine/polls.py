@@ -26,6 +26,20 @@ import functools
 import wasmtime
 
 from wasm_oci.binary import uleb128
+from wasm_oci.engine.component_binary import (
+    COMPONENT,
+    EXPORT_SECTION,
+    FUNC,
+    HEADER,
+    INSTANCE,
+    TYPE,
+    leb,
+    read_exports,
+    read_name,
+    read_sort,
+    sections,
+    skip_externdesc,
+)
 
 SLICE = 20_000_000
 """Nanoseconds of a wait's first slice: a stop soon after a wait began ends it within the
@@ -41,11 +55,9 @@ WRAPPER = f"stop-polls 2 {SLICE} {LONGEST}"
 """Names this wrapping in the compile cache's key: a component compiled before it, or by
 another version of it, is compiled again."""
 
-_HEADER = b"\0asm\x0d\x00\x01\x00"
 _IMPORTS_AND_TYPES = (0, 3, 6, 7, 10)
 """Custom, core type, alias, type and import sections: what declares a component's imports."""
 _POLL = "wasi:io/poll@0.2."
-_FUNC, _VALUE, _TYPE, _COMPONENT, _INSTANCE = b"\x01", b"\x02", b"\x03", b"\x04", b"\x05"
 _BOOL, _U32, _U64 = b"\x7f", b"\x79", b"\x77"
 _BORROW, _OWN, _LIST, _FUNC_TYPE, _INSTANCE_TYPE = b"\x68", b"\x69", b"\x70", b"\x40", b"\x42"
 
@@ -161,17 +173,6 @@ def _mixer() -> bytes:
     return bytes(wasmtime.wat2wasm(_MIXER_WAT.replace("SLICE", str(SLICE)).replace("LONGEST", str(LONGEST))))
 
 
-def _leb(data: bytes, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[at]
-        value |= (byte & 0x7F) << shift
-        at += 1
-        if byte < 0x80:
-            return value, at
-        shift += 7
-
-
 def _name(text: str) -> bytes:
     raw = text.encode()
     return uleb128(len(raw)) + raw
@@ -182,105 +183,60 @@ def _section(kind: int, *entries: bytes) -> bytes:
     return bytes([kind]) + uleb128(len(body)) + body
 
 
-def _read_name(data: bytes, at: int) -> tuple[str, int]:
-    length, at = _leb(data, at)
-    return data[at : at + length].decode(), at + length
-
-
-def _read_sort(data: bytes, at: int) -> tuple[bytes, int]:
-    return (data[at : at + 2], at + 2) if data[at] == 0 else (data[at : at + 1], at + 1)
-
-
-def _skip_externdesc(data: bytes, at: int) -> tuple[bytes, int]:
-    """The sort of an extern description, and where it ends."""
-    sort, at = _read_sort(data, at)
-    if sort in (_VALUE, _TYPE):
-        bound, at = data[at], at + 1
-        if sort == _TYPE and bound == 1:  # (sub resource)
-            return sort, at
-    _, at = _leb(data, at)  # a type index, or a value type (a primitive's one byte, or an index)
-    return sort, at
-
-
-def _sections(wasm: bytes) -> list[tuple[int, int, int]]:
-    """(id, start of contents, end) of each top-level section."""
-    found, at = [], len(_HEADER)
-    while at < len(wasm):
-        kind = wasm[at]
-        size, start = _leb(wasm, at + 1)
-        found.append((kind, start, start + size))
-        at = start + size
-    return found
-
-
 def wrap(wasm: bytes) -> bytes | None:
     """The component wrapped so that a stop ends its waits (of its first wasi:io/poll, should
     it import several versions); None when it imports no wasi:io/poll, or declares an import
     after its code, which no toolchain does (it then stays as it is)."""
     wasm = bytes(wasm)  # wat2wasm gives a bytearray
-    if not wasm.startswith(_HEADER):
+    if not wasm.startswith(HEADER):
         return None
     try:
-        sections = _sections(wasm)
+        found = sections(wasm)
         prefix = 0
-        while prefix < len(sections) and sections[prefix][0] in _IMPORTS_AND_TYPES:
+        while prefix < len(found) and found[prefix][0] in _IMPORTS_AND_TYPES:
             prefix += 1
-        if any(kind == 10 for kind, _, _ in sections[prefix:]):
+        if any(kind == 10 for kind, _, _ in found[prefix:]):
             return None
         counts: dict[bytes, int] = {}
         imports: list[tuple[str, bytes, int]] = []
-        for kind, start, end in sections[:prefix]:
+        for kind, start, end in found[:prefix]:
             if kind in (0, 3):
                 continue
-            entries, at = _leb(wasm, start)
+            entries, at = leb(wasm, start)
             if kind == 7:
-                counts[_TYPE] = counts.get(_TYPE, 0) + entries
+                counts[TYPE] = counts.get(TYPE, 0) + entries
                 continue
             for _ in range(entries):
                 if kind == 6:  # alias: sort, then an export of an instance or core instance, or an outer one
-                    sort, at = _read_sort(wasm, at)
+                    sort, at = read_sort(wasm, at)
                     target, at = wasm[at], at + 1
-                    _, at = _leb(wasm, at)
+                    _, at = leb(wasm, at)
                     if target == 2:
-                        _, at = _leb(wasm, at)
+                        _, at = leb(wasm, at)
                     else:
-                        _, at = _read_name(wasm, at)
+                        _, at = read_name(wasm, at)
                 else:  # import: a plain name (0x00), then what it is
                     if wasm[at] != 0:
                         return None
-                    name, at = _read_name(wasm, at + 1)
-                    sort, at = _skip_externdesc(wasm, at)
+                    name, at = read_name(wasm, at + 1)
+                    sort, at = skip_externdesc(wasm, at)
                     imports.append((name, sort, counts.get(sort, 0)))
                 counts[sort] = counts.get(sort, 0) + 1
             if at != end:
                 return None
-        polls = [index for name, sort, index in imports if name.startswith(_POLL) and sort == _INSTANCE]
+        polls = [index for name, sort, index in imports if name.startswith(_POLL) and sort == INSTANCE]
         if not polls:
             return None
-        exports: list[tuple[str, bytes]] = []
-        for kind, start, _ in sections[prefix:]:
-            if kind != 11:
-                continue
-            entries, at = _leb(wasm, start)
-            for _ in range(entries):
-                if wasm[at] != 0:
-                    return None
-                name, at = _read_name(wasm, at + 1)
-                sort, at = _read_sort(wasm, at)
-                _, at = _leb(wasm, at)
-                ascribed, at = wasm[at], at + 1
-                if ascribed:
-                    _, at = _skip_externdesc(wasm, at)
-                exports.append((name, sort))
-    except (IndexError, UnicodeDecodeError):
+        exports = [export for kind, start, _ in found[prefix:] if kind == EXPORT_SECTION for export in read_exports(wasm, start)[0]]
+    except (IndexError, UnicodeDecodeError, ValueError):
         return None
-    return _wrapped(wasm, prefix=sections[:prefix], counts=counts, imports=imports, poll=polls[0], exports=exports)
+    return _wrapped(wasm, prefix=found[:prefix], counts=counts, imports=imports, poll=polls[0], exports=exports)
 
 
 def _instance_type(pollable: int, *declarations: bytes) -> bytes:
     """An instance type whose type 0 is the outer `pollable`, exported as its type 1."""
-    alias = b"\x02" + _TYPE + b"\x02\x01" + uleb128(pollable)
-    exported = b"\x04\x00" + _name("pollable") + _TYPE + b"\x00\x00"
+    alias = b"\x02" + TYPE + b"\x02\x01" + uleb128(pollable)
+    exported = b"\x04\x00" + _name("pollable") + TYPE + b"\x00\x00"
     return _INSTANCE_TYPE + uleb128(2 + len(declarations)) + alias + exported + b"".join(declarations)
 
 
@@ -293,7 +249,7 @@ def _func_type(params: list[tuple[str, bytes]], result: bytes) -> bytes:
 
 
 def _func_export(name: str, index: int) -> bytes:
-    return b"\x04\x00" + _name(name) + _FUNC + uleb128(index)
+    return b"\x04\x00" + _name(name) + FUNC + uleb128(index)
 
 
 def _wrapped(
@@ -313,13 +269,13 @@ def _wrapped(
         counts[sort] = counts.get(sort, 0) + 1
         return counts[sort] - 1
 
-    out = bytearray(_HEADER)
+    out = bytearray(HEADER)
     for kind, start, end in prefix:
         if kind != 0:
             out += bytes([kind]) + uleb128(end - start) + wasm[start:end]
-    pollable = next_index(_TYPE)  # the guest's wasi:io/poll's, as its other imports see it
-    out += _section(6, _TYPE + b"\x00" + uleb128(poll) + _name("pollable"))
-    poll_type, clock_type = next_index(_TYPE), next_index(_TYPE)
+    pollable = next_index(TYPE)  # the guest's wasi:io/poll's, as its other imports see it
+    out += _section(6, TYPE + b"\x00" + uleb128(poll) + _name("pollable"))
+    poll_type, clock_type = next_index(TYPE), next_index(TYPE)
     out += _section(
         7,
         _instance_type(
@@ -339,34 +295,34 @@ def _wrapped(
             _func_export("subscribe-duration", 3),
         ),
     )
-    wasi_poll, wasi_clock = next_index(_INSTANCE), next_index(_INSTANCE)
+    wasi_poll, wasi_clock = next_index(INSTANCE), next_index(INSTANCE)
     out += _section(
         10,
-        b"\x00" + _name(f"wasi:io/poll@{ALIAS}") + _INSTANCE + uleb128(poll_type),
-        b"\x00" + _name(f"wasi:clocks/monotonic-clock@{ALIAS}") + _INSTANCE + uleb128(clock_type),
+        b"\x00" + _name(f"wasi:io/poll@{ALIAS}") + INSTANCE + uleb128(poll_type),
+        b"\x00" + _name(f"wasi:clocks/monotonic-clock@{ALIAS}") + INSTANCE + uleb128(clock_type),
     )
-    mixer = next_index(_COMPONENT)
+    mixer = next_index(COMPONENT)
     out += bytes([4]) + uleb128(len(_mixer())) + _mixer()
-    mixed = next_index(_INSTANCE)
+    mixed = next_index(INSTANCE)
     out += _section(
         5,
         b"\x00"
         + uleb128(mixer)
         + uleb128(3)
         + _name("pollable")
-        + _TYPE
+        + TYPE
         + uleb128(pollable)
         + _name("poll")
-        + _INSTANCE
+        + INSTANCE
         + uleb128(wasi_poll)
         + _name("clock")
-        + _INSTANCE
+        + INSTANCE
         + uleb128(wasi_clock),
     )
-    guest = next_index(_COMPONENT)
+    guest = next_index(COMPONENT)
     out += bytes([4]) + uleb128(len(wasm)) + wasm
-    instance = next_index(_INSTANCE)
-    args = [_name(name) + sort + uleb128(mixed if sort == _INSTANCE and index == poll else index) for name, sort, index in imports]
+    instance = next_index(INSTANCE)
+    args = [_name(name) + sort + uleb128(mixed if sort == INSTANCE and index == poll else index) for name, sort, index in imports]
     out += _section(5, b"\x00" + uleb128(guest) + uleb128(len(args)) + b"".join(args))
     if exports:
         out += _section(6, *(sort + b"\x00" + uleb128(instance) + _name(name) for name, sort in exports))
