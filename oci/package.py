@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
@@ -86,23 +86,29 @@ def layer_title(filename: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", base)
 
 
-def _check_trigger(info: WasmInfo, filename: str, opts: PackageOptions) -> None:
-    """Refuse what the shim could not serve: an HTTP function is run like a command, once per
-    request, so it needs a command's entry point; and a label or annotation contradicting it."""
+def _check_trigger(info: WasmInfo, filename: str, opts: PackageOptions) -> PackageOptions:
+    """The options with the trigger the component's world implies (a wasi:http proxy can only be
+    served: it is an HTTP function by its world); refuse what the shim could not serve (an HTTP
+    function needs a command's entry point, or the proxy world's handler) and a label or
+    annotation contradicting the trigger."""
     if opts.trigger not in TRIGGERS:
         raise UsageError(f"unknown trigger {opts.trigger!r}: expected one of {', '.join(TRIGGERS)}")
+    if info.is_proxy:
+        opts = replace(opts, trigger="http")
     for where, pairs in (("label", opts.labels), ("annotation", opts.annotations)):
         if pairs.get(TRIGGER_LABEL, opts.trigger) != opts.trigger:
             raise UsageError(f"{where} {TRIGGER_LABEL}={pairs[TRIGGER_LABEL]} contradicts trigger {opts.trigger}; set it with --trigger")
     if opts.trigger != "http":
-        return
-    if info.kind == "component" and not any(name.startswith("wasi:cli/run@") for name in info.exports):
+        return opts
+    if info.kind == "component" and not any(name.startswith(("wasi:cli/run@", "wasi:http/incoming-handler@")) for name in info.exports):
         exports = ", ".join(info.exports) or "none"
         raise UsageError(
-            f"{filename}: trigger http needs a runnable command, but this component exports no wasi:cli/run (exports: {exports})"
+            f"{filename}: trigger http needs a runnable command or a wasi:http proxy, but this component exports neither"
+            f" wasi:cli/run nor wasi:http/incoming-handler (exports: {exports})"
         )
     if info.kind == "module" and "_start" not in info.exports:
         raise UsageError(f"{filename}: trigger http needs a runnable command, but this module exports no _start")
+    return opts
 
 
 def _image_config(info: WasmInfo, title: str, created: str, opts: PackageOptions) -> dict[str, Any]:
@@ -135,7 +141,7 @@ def _artifact_config(info: WasmInfo, layer: Descriptor, created: str, opts: Pack
 
 
 def package(wasm: bytes, info: WasmInfo, filename: str, opts: PackageOptions = PackageOptions()) -> Packaged:
-    _check_trigger(info, filename, opts)
+    opts = _check_trigger(info, filename, opts)
     created = _rfc3339(creation_time(opts.created))
     title = layer_title(filename)
     layer = Descriptor.for_bytes(mediatypes.WASM_LAYER, wasm, annotations={TITLE: title})

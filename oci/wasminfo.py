@@ -27,6 +27,11 @@ class WasmInfo:
     target: str | None
 
     @property
+    def is_proxy(self) -> bool:
+        """A wasi:http proxy and nothing else: it can only be served (an HTTP function by its world)."""
+        return bool(self.target and self.target.startswith("wasi:http/proxy@"))
+
+    @property
     def os(self) -> str:
         """The OCI platform `os`: wasip2 for components, wasip1 for core modules (CNCF Wasm artifact spec)."""
         return "wasip2" if self.kind == "component" else "wasip1"

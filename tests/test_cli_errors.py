@@ -56,7 +56,7 @@ def test_each_failure_has_its_own_exit_code(wasm_oci: ToolRunner, tmp_path: Path
         "http trigger without a command": (
             ("push", library, "oci:" + str(tmp_path / "l"), "--trigger", "http"),
             2,
-            "library.wasm: trigger http needs a runnable command, but this component exports no wasi:cli/run (exports: none)",
+            "library.wasm: trigger http needs a runnable command or a wasi:http proxy, but this component exports neither wasi:cli/run nor wasi:http/incoming-handler (exports: none)",
         ),
         "directory as SOURCE": (("run", tmp_path), 3, f"{tmp_path} is a directory; expected a .wasm file"),
     }

@@ -145,7 +145,10 @@ def test_artifact_format_records_the_trigger_as_an_annotation(wasm_oci: ToolRunn
 @pytest.mark.parametrize(
     ("wat", "message"),
     [
-        (LIBRARY, "lib.wasm: trigger http needs a runnable command, but this component exports no wasi:cli/run (exports: f)"),
+        (
+            LIBRARY,
+            "lib.wasm: trigger http needs a runnable command or a wasi:http proxy, but this component exports neither wasi:cli/run nor wasi:http/incoming-handler (exports: f)",
+        ),
         ('(module (memory (export "memory") 1))', "lib.wasm: trigger http needs a runnable command, but this module exports no _start"),
     ],
 )
@@ -204,3 +207,19 @@ def test_an_unknown_trigger_is_malformed(edits: dict[str, Any], field: str) -> N
     store, root = _rewritten("image", **edits)
     with pytest.raises(MalformedContent, match=re.escape(f"{field} must be one of command, http, not 'cron'")):
         read_artifact(store, root)
+
+
+def test_a_wasi_http_proxy_is_an_http_function_by_its_world(tmp_path: Path) -> None:
+    from services import proxy_components
+
+    wasm = proxy_components.fixed().read_bytes()
+    info = wasminfo.inspect(wasm)
+    assert info.is_proxy and info.target == "wasi:http/proxy@0.2.0"
+    from wasm_oci.oci.package import package
+
+    packaged = package(wasm, info, "proxy.wasm", PackageOptions())
+    labels = json.loads(packaged.config_bytes)["config"]["Labels"]
+    assert labels[TRIGGER_LABEL] == "http"
+    assert json.loads(packaged.config_bytes)["config"]["ExposedPorts"] == {"8080/tcp": {}}
+    with pytest.raises(UsageError, match="contradicts trigger http"):
+        package(wasm, info, "proxy.wasm", PackageOptions(labels={TRIGGER_LABEL: "command"}))
