@@ -216,7 +216,16 @@ def _leave(result: RunResult) -> NoReturn:
     "--listen", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT", help="Address to listen on (port 0: any free port)."
 )
 @click.option(
-    "--concurrency", type=click.IntRange(min=1), default=None, help="Guests running at once (default: one per CPU); more requests wait."
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes serving the socket, each with its own interpreter (default: one per CPU, at most --concurrency); 1: this process only.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Guests running at once, all workers together (default: one per CPU, at least one per worker); more requests wait.",
 )
 @click.option(
     "--queue-timeout",
@@ -238,6 +247,7 @@ def _leave(result: RunResult) -> NoReturn:
 def serve_cmd(
     source: str,
     listen: str,
+    workers: int | None,
     concurrency: int | None,
     queue_timeout: float,
     max_body: int,
@@ -254,27 +264,39 @@ def serve_cmd(
     The request's method, path, query and headers are CGI variables (REQUEST_METHOD,
     PATH_INFO, QUERY_STRING, HTTP_*), its body is stdin; stdout is the response, optionally
     starting with CGI headers (Status:, Content-Type:) and a blank line. A guest that traps,
-    fails or times out gives a bare 500 or 504; the details go to stderr.
+    fails or times out gives a bare 500 or 504; the details go to stderr. Requests are served
+    by --workers processes sharing the socket; SIGTERM or Ctrl-C lets the requests in flight
+    finish, then exits 0.
     """
-    from wasm_oci.engine.serve import CgiServer, ServeLimits
+    from wasm_oci.cli.source import resolve
+    from wasm_oci.engine import workers as serving
+    from wasm_oci.engine.serve import ServeLimits
 
     host, port = _address(listen)
-    engine, src, program = _load(source, verify_keys, kwargs)
-    limits = ServeLimits(
-        max_body=max_body, max_response=max_response, queue_timeout=queue_timeout, **({"concurrency": concurrency} if concurrency else {})
-    )
-    try:
-        server = CgiServer((host, port), engine, program, _spec(src, (), envs, dirs, memory, timeout, None), limits)
+    cpus = os.cpu_count() or 1
+    if workers is not None and concurrency is not None and workers > concurrency:
+        raise UsageError(f"--workers {workers} needs --concurrency {workers} or more: each worker runs at least one guest at a time")
+    concurrency = concurrency or max(cpus, workers or 1)
+    workers = workers or min(cpus, concurrency)
+    src = resolve(source, build_registry_options(**kwargs), verify_keys)
+    report_trust(src.trust, verbose=False)
+    try:  # before any engine or thread exists: the workers fork from here
+        listener = serving.listen(host, port)
     except OSError as exc:
         raise ListenError(f"cannot listen on {listen}: {exc.strerror}") from None
+    limits = ServeLimits(max_body=max_body, max_response=max_response, queue_timeout=queue_timeout, concurrency=concurrency)
     logging.basicConfig(format="wasm-oci serve: %(message)s", level=logging.INFO)
-    click.echo(f"Serving {source} on {server.url}", err=True)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        serving.serve(
+            listener,
+            serving.Guest(src.wasm, src.digest, src.name),
+            _spec(src, (), envs, dirs, memory, timeout, None),
+            limits,
+            workers,
+            ready=lambda url: click.echo(f"Serving {source} on {url}", err=True),
+        )
     finally:
-        server.server_close()
+        listener.close()
 
 
 def _address(listen: str) -> tuple[str, int]:

@@ -1,15 +1,22 @@
 """`wasm-oci serve`: an HTTP trigger that runs a fresh guest instance per request, CGI-style.
 
-The server takes a thread per connection; guests run on `concurrency` long-lived guest
-threads (a thread started per request, as `Execution.start()` does, cost ~40% more CPU per
-small request), so that a request is answered at its deadline even when its guest sits in a
-host call no stop can interrupt. Such a guest keeps its thread, and so its slot, until the
-call returns: stuck guests, too, are at most `concurrency`. A request takes its slot before
-its body is read: what waits for a slot stays in the kernel's socket buffers. Every request
-gets the run spec's limits and a clean 5xx without guest details when its guest fails; what
-went wrong, with the guest's stderr, goes to the server's log instead. The guest's stdout and
-stderr land in anonymous memory files (memfd): no Python code runs per guest write, and a
-timer watches their size.
+The server takes a thread per connection, and runs at most `concurrency` guests at once (a
+slot each). A guest runs on its request's own thread, unless guests need threads of their own
+(the shim's on_guest_thread puts those in the container's cgroup): then it runs on one of up to
+`concurrency` long-lived guest threads (a thread started per request, as `Execution.start()`
+does, cost ~40% more CPU per small request; the hand-over to a guest thread and back ~12%).
+Either way a request is answered at its deadline even when its guest sits in a host call no
+stop can interrupt: its watcher (the request's thread waiting for a guest thread, or the
+server's one watcher thread, every _WATCH, for the guests on their request's thread) stops it
+at the deadline, and if it has not ended _GRACE later answers 504 for it (from another thread,
+closing the connection, when the stuck guest holds the request's own). Such a guest keeps its
+thread, and so its slot, until the call returns: stuck guests, too, are at most `concurrency`.
+A request takes its slot before its body is read: what waits for a slot stays in the kernel's
+socket buffers. Every request gets the run spec's limits and a clean 5xx without guest details
+when its guest fails; what went wrong, with the guest's stderr, goes to the server's log
+instead. The guest's stdout and stderr land in anonymous memory files (memfd), emptied and
+reused by the next request once the guest is done with them: no Python code runs per guest
+write, and the watcher looks at their size.
 
 HTTP/1.1 is parsed here rather than by http.server, which accepts HTTP/0.9, obs-folded and
 malformed fields, signed or conflicting Content-Lengths, and has no bound on how long a
@@ -57,6 +64,9 @@ _WATCH = 0.005
 max_response before it is stopped (a single write is bounded by its memory limit)."""
 _GRACE = 0.1
 """Seconds a stopped guest has to end before it counts as stuck in a host call."""
+_STUCK = "; stuck in a host call, it keeps its slot until the call returns"
+_WATCHER_IDLE = 1.0
+"""Seconds without a guest to watch before the watcher stops polling."""
 _LINGER = 1.0
 """Seconds a refused client may go on sending what was left unread before the connection
 closes (closing with unread data resets it, and the client might never read the refusal)."""
@@ -152,6 +162,12 @@ class CgiServer(ThreadingHTTPServer):
         self._connections: dict[socket.socket, bool] = {}
         """Open connections, and whether each is between requests (a drain closes those at once)."""
         self._executions: set[Execution] = set()
+        self._spare: list[_Outputs] = []
+        """Emptied stdout/stderr memfd pairs for the next requests (at most one per slot used at once)."""
+        self._spare_lock = threading.Lock()
+        self._closed = False
+        self._watching: _Watcher | None = None
+        """Watches the guests that run on their request's thread (started with the first)."""
         self.draining = False
         super().__init__(address, _Handler, bind_and_activate=listener is None)  # on failure calls server_close: all set above
         if listener is not None:
@@ -170,6 +186,14 @@ class CgiServer(ThreadingHTTPServer):
             self._guest_threads = self.limits.concurrency  # no more guest threads start
         for _ in range(threads):
             self._runs.put(None)
+        with self._spare_lock:
+            self._closed = True
+            spare, self._spare = self._spare, []
+            watching = self._watching
+        for outputs in spare:
+            outputs.close()
+        if watching is not None:
+            watching.close()
 
     def slot(self) -> _Slot | None:
         """A guest slot, or None when none came free within the queue timeout."""
@@ -262,44 +286,109 @@ class CgiServer(ThreadingHTTPServer):
             counters.bytes_in += bytes_in
             counters.bytes_out += bytes_out
 
-    def respond(self, request: cgi.Request, body: bytes | Path, slot: _Slot) -> cgi.Response:
-        """Run the guest on `slot`, which its guest thread gives back when the run really ends."""
-        with _memfd("stdout") as stdout, _memfd("stderr") as stderr:
-            spec = replace(
-                self.spec,
-                env={**self.spec.env, **cgi.environ(request), **self._pinned},
-                stdin=body,
-                stdout=_path(stdout),
-                stderr=_path(stderr),
-            )
-            execution = self.engine.execution(self.program, spec)
-            try:
-                execution.prepare()
-            except WasmOciError as exc:  # the guest could not even start (a missing import, a preopen gone)
-                return self._error(request, HTTPStatus.INTERNAL_SERVER_ERROR, str(exc))
+    def respond(
+        self, request: cgi.Request, body: bytes | Path, slot: _Slot, rescue: Callable[[cgi.Response], None] | None = None
+    ) -> cgi.Response | None:
+        """Run the guest for `request` on `slot`, which is given back when the run really ends.
+
+        With `rescue` (how to answer the request from another thread) and no on_guest_thread, the
+        guest runs on this thread: the server's watcher calls `rescue` with the answer if the guest
+        is still running _GRACE after it was stopped, and this returns None once its guest is done
+        (the request was answered). Else the guest runs on a guest thread while this one watches it."""
+        outputs = self._outputs()
+        reusable = False
+        try:
+            response, reusable = self._run(request, body, slot, outputs, rescue)
+            return response
+        finally:
+            self._give_back(outputs, reusable)
+
+    def _run(
+        self, request: cgi.Request, body: bytes | Path, slot: _Slot, outputs: _Outputs, rescue: Callable[[cgi.Response], None] | None
+    ) -> tuple[cgi.Response | None, bool]:
+        """The response, and whether the guest is done with `outputs` (they can serve another request)."""
+        stdout, stderr = outputs.stdout, outputs.stderr
+        here = rescue is not None and self._on_guest_thread is None
+        spec = replace(
+            self.spec,
+            env={**self.spec.env, **cgi.environ(request), **self._pinned},
+            stdin=body,
+            stdout=outputs.stdout_path,
+            stderr=outputs.stderr_path,
+            # on its request's thread the watcher stops it at its deadline: an engine timer on
+            # top would wake the engine's deadline thread once per request, to drop the timer
+            timeout=None if here else self.spec.timeout,
+        )
+        execution = self.engine.execution(self.program, spec)
+        try:
+            execution.prepare()
+        except WasmOciError as exc:  # the guest could not even start (a missing import, a preopen gone)
+            return self._error(request, HTTPStatus.INTERNAL_SERVER_ERROR, str(exc)), True
+        if not here:
             slot.run(execution)
             result, stopped = self._watch(execution, stdout, stderr)
             if result is None:
-                stopped += "; stuck in a host call, it keeps its slot until the call returns"
-            if stopped:
-                timed_out = stopped.startswith("timed out")
-                return self._error(request, HTTPStatus.GATEWAY_TIMEOUT if timed_out else HTTPStatus.BAD_GATEWAY, stopped)
-            assert result is not None
-            if result.reason != "exit" or result.status != 0:
-                return self._failed(request, result, os.pread(stderr, 2048, 0))
-            size = os.fstat(stdout).st_size
-            if size > self.limits.max_response:
-                return self._error(
-                    request, HTTPStatus.BAD_GATEWAY, f"response of {size} bytes is over the {self.limits.max_response}-byte limit"
-                )
+                stopped += _STUCK
+        else:
+            assert rescue is not None
+            watched = _Watched(self, request, execution, outputs, rescue)
+            watcher = self._watcher()
+            watcher.add(watched)
             try:
-                return cgi.parse_response(os.pread(stdout, size, 0))
-            except cgi.MalformedResponse as exc:
-                return self._error(request, HTTPStatus.BAD_GATEWAY, str(exc))
+                result = slot.run_here(execution)
+            finally:
+                watcher.discard(watched)  # the watcher is done with it: `stopped` and `rescued` are final
+            if watched.rescued:
+                watched.sent.wait()  # the connection is the rescuer's until then
+                return None, False
+            stopped = watched.stopped
+            if result is None and not stopped:
+                return self._error(request, HTTPStatus.INTERNAL_SERVER_ERROR, "the guest's run failed (see the log)"), True
+        if stopped:  # sealed, or still held by a guest stuck in a host call: not for another request
+            timed_out = stopped.startswith("timed out")
+            return self._error(request, HTTPStatus.GATEWAY_TIMEOUT if timed_out else HTTPStatus.BAD_GATEWAY, stopped), False
+        assert result is not None
+        if result.reason != "exit" or result.status != 0:
+            return self._failed(request, result, os.pread(stderr, 2048, 0)), True
+        size = os.fstat(stdout).st_size
+        if size > self.limits.max_response:
+            return self._error(
+                request, HTTPStatus.BAD_GATEWAY, f"response of {size} bytes is over the {self.limits.max_response}-byte limit"
+            ), True
+        try:
+            return cgi.parse_response(os.pread(stdout, size, 0)), True
+        except cgi.MalformedResponse as exc:
+            return self._error(request, HTTPStatus.BAD_GATEWAY, str(exc)), True
+
+    def _watcher(self) -> _Watcher:
+        with self._spare_lock:
+            if self._watching is None:
+                self._watching = _Watcher(self.limits.max_response)
+            return self._watching
+
+    def _outputs(self) -> _Outputs:
+        with self._spare_lock:
+            if self._spare:
+                return self._spare.pop()
+        return _Outputs()
+
+    def _give_back(self, outputs: _Outputs, reusable: bool) -> None:
+        """Keep an ended guest's memfds, emptied, for the next request; close any other."""
+        if reusable:
+            try:
+                outputs.empty()
+            except OSError:
+                reusable = False
+        with self._spare_lock:
+            if reusable and not self._closed:
+                self._spare.append(outputs)
+                return
+        outputs.close()
 
     def _watch(self, execution: Execution, stdout: int, stderr: int) -> tuple[RunResult | None, str]:
-        """Wait for the guest, stopping it at the request's deadline or once its stdout or stderr
-        passes max_response: its result (None if it is stuck in a host call) and why it was stopped."""
+        """Wait for the guest on its guest thread, stopping it at the request's deadline or once its
+        stdout or stderr passes max_response: its result (None if it is stuck in a host call) and
+        why it was stopped."""
         timeout, cap = self.spec.timeout, self.limits.max_response
         deadline = math.inf if timeout is None else time.monotonic() + timeout
         while True:
@@ -314,8 +403,7 @@ class CgiServer(ThreadingHTTPServer):
             if over:
                 stopped = f"{over[0]} passed the {cap}-byte limit"
                 break
-        for fd in (stdout, stderr):  # its writes fail from now on, whatever it does before it stops
-            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_GROW)
+        _seal(stdout, stderr)
         execution.kill()
         return execution.wait(_GRACE), stopped
 
@@ -347,6 +435,26 @@ class _Slot:
             self._server._executions.add(execution)
         self._server._runs.put(execution)
 
+    def run_here(self, execution: Execution) -> RunResult | None:
+        """Run the prepared `execution` on this thread (None if the run itself failed); the slot
+        is given back when it ends."""
+        self._running = True
+        server = self._server
+        with server._state:
+            server._executions.add(execution)
+        spent = time.thread_time_ns()
+        try:
+            return execution.run()
+        except Exception:  # the guest's own failures are its result: this is the server's
+            log.exception("guest run failed")
+            return None
+        finally:
+            now = time.thread_time_ns()
+            with server._state:
+                server._executions.discard(execution)
+                server.counters.guest_cpu_ns += now - spent
+            server._freed()
+
     def release(self) -> None:
         if not self._running:
             self._server._freed()
@@ -363,6 +471,139 @@ def _memfd(name: str) -> Iterator[int]:
         yield fd
     finally:
         os.close(fd)
+
+
+class _Outputs:
+    """A guest's stdout and stderr: two memfds, and the paths Wasmtime opens them by.
+
+    A pair serves request after request (created, closed and named anew each time they cost
+    ~35 us of a request): only once its guest's store is closed (the run ended, so no file of
+    it remains open) and emptied. A pair whose guest was stopped is sealed against growth, or
+    still held by a guest stuck in a host call: it is closed, never reused."""
+
+    __slots__ = ("stderr", "stderr_path", "stdout", "stdout_path")
+
+    def __init__(self) -> None:
+        self.stdout = os.memfd_create("stdout", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            self.stderr = os.memfd_create("stderr", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        except BaseException:
+            os.close(self.stdout)
+            raise
+        self.stdout_path, self.stderr_path = _path(self.stdout), _path(self.stderr)
+
+    def empty(self) -> None:
+        os.ftruncate(self.stdout, 0)
+        os.ftruncate(self.stderr, 0)
+
+    def close(self) -> None:
+        os.close(self.stdout)
+        os.close(self.stderr)
+
+    def seal(self) -> None:
+        _seal(self.stdout, self.stderr)
+
+
+def _seal(*fds: int) -> None:
+    """Make every later write of a stopped guest fail, whatever it does before it stops."""
+    for fd in fds:
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_GROW)
+
+
+class _Watched:
+    """A guest running on its request's thread, as the watcher sees it."""
+
+    __slots__ = ("deadline", "execution", "outputs", "request", "rescue", "rescue_at", "rescued", "sent", "server", "stopped")
+
+    def __init__(
+        self, server: CgiServer, request: cgi.Request, execution: Execution, outputs: _Outputs, rescue: Callable[[cgi.Response], None]
+    ) -> None:
+        self.server, self.request, self.execution, self.outputs, self.rescue = server, request, execution, outputs, rescue
+        timeout = server.spec.timeout
+        self.deadline = math.inf if timeout is None else time.monotonic() + timeout
+        self.rescue_at = math.inf
+        self.stopped = ""
+        """Why the watcher stopped the guest ("" while it has not)."""
+        self.rescued = False
+        self.sent = threading.Event()
+
+    def check(self, now: float, cap: int) -> None:
+        """Stop the guest at its deadline or once an output passes `cap`; answer for it if it
+        still runs _GRACE later (stuck in a host call)."""
+        if self.rescued or self.execution.result is not None:
+            return
+        if not self.stopped:
+            if now >= self.deadline:
+                self._stop(now, f"timed out after {self.server.spec.timeout}s")
+            elif os.fstat(self.outputs.stdout).st_size > cap:
+                self._stop(now, f"stdout passed the {cap}-byte limit")
+            elif os.fstat(self.outputs.stderr).st_size > cap:
+                self._stop(now, f"stderr passed the {cap}-byte limit")
+        elif now >= self.rescue_at:
+            self.rescued = True
+            threading.Thread(target=self._answer, name="wasm-oci rescue", daemon=True).start()
+
+    def _stop(self, now: float, why: str) -> None:
+        self.stopped = why
+        self.outputs.seal()
+        self.execution.kill()
+        self.rescue_at = now + _GRACE
+
+    def _answer(self) -> None:
+        try:
+            code = HTTPStatus.GATEWAY_TIMEOUT if self.stopped.startswith("timed out") else HTTPStatus.BAD_GATEWAY
+            self.rescue(self.server._error(self.request, code, self.stopped + _STUCK))
+        finally:
+            self.sent.set()
+
+
+class _Watcher:
+    """One thread for all the guests that run on their request's thread: every _WATCH it looks
+    at each one's output sizes and deadline (see `_Watched.check`). A request only adds itself
+    to a set and takes itself out: one that ends within _WATCH costs the watcher nothing. Idle
+    for _WATCHER_IDLE, the thread waits for the next guest instead of polling."""
+
+    def __init__(self, cap: int) -> None:
+        self._cap = cap
+        self._running: set[_Watched] = set()
+        self._state = threading.Condition()
+        self._waiting = self._closed = False
+        threading.Thread(target=self._loop, name="wasm-oci watcher", daemon=True).start()
+
+    def add(self, watched: _Watched) -> None:
+        with self._state:
+            self._running.add(watched)
+            if self._waiting:
+                self._state.notify()
+
+    def discard(self, watched: _Watched) -> None:
+        """Once this returns the watcher no longer acts on `watched`."""
+        with self._state:
+            self._running.discard(watched)
+
+    def close(self) -> None:
+        with self._state:
+            self._closed = True
+            self._state.notify()
+
+    def _loop(self) -> None:
+        busy = time.monotonic()
+        while True:
+            with self._state:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                if self._running:
+                    busy = now
+                    for watched in list(self._running):
+                        watched.check(now, self._cap)
+                elif now - busy > _WATCHER_IDLE:
+                    self._waiting = True
+                    self._state.wait()
+                    self._waiting = False
+                    busy = time.monotonic()
+                    continue
+            time.sleep(_WATCH)
 
 
 def _path(fd: int) -> Path:
@@ -471,9 +712,11 @@ class _Handler(socketserver.BaseRequestHandler):
                         server=(self.server.host, self.server.port),
                         protocol=head.version,
                     )
-                    response = self.server.respond(request, body, slot)
+                    response = self.server.respond(request, body, slot, rescue=self._rescue)
             finally:
                 slot.release()
+            if response is None:  # answered from another thread: its guest got stuck in a host call
+                return False
         except _Refused as exc:
             self._send(_plain(exc.code), close=True)
             self._linger()
@@ -602,6 +845,13 @@ class _Handler(socketserver.BaseRequestHandler):
             self._write(head)
             self._write(body)
         self.server.done(self.request, closing=close)
+
+    def _rescue(self, response: cgi.Response) -> None:
+        """Answer from another thread while this one is held by a guest stuck in a host call; the
+        connection ends there (this thread leaves it alone once the guest returns)."""
+        with contextlib.suppress(OSError):
+            self._send(response, close=True)
+            self.request.shutdown(socket.SHUT_RDWR)
 
     def _log(self, status: int, size: int) -> None:
         """One access-log line: client, request line, status, body bytes, milliseconds taken."""

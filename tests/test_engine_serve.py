@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import os
+import select
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import wasmtime
 from test_engine import cli_component
 
-from wasm_oci.engine import Engine, RunSpec, cgi
+from wasm_oci.engine import Engine, RunSpec, cgi, workers
 from wasm_oci.engine.serve import CgiServer, ServeLimits
+from wasm_oci.engine.spec import Preopen
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 HTTP = (EXAMPLES / "http" / "http.wasm").read_bytes()
@@ -146,6 +154,86 @@ def test_memory_limit_applies_per_request(serve: Serve) -> None:
     assert fetch(conn, "POST", "/", b"x" * 100_000)[0] == 500
 
 
+# -- where guests run: their request's thread, or a guest thread -----------------------------------
+
+# Opens ./fifo for reading: stuck in the host call (no stop reaches it) until a writer opens it.
+FIFO_READER = wasmtime.wat2wasm("""(module
+  (import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (memory (export "memory") 1) (data (i32.const 64) "fifo")
+  (func (export "_start")
+    (drop (call $open (i32.const 3) (i32.const 0) (i32.const 64) (i32.const 4) (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 16)))))""")
+# Writes 64 KiB to stdout again and again, forever.
+FLOOD = wasmtime.wat2wasm("""(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (func (export "_start") (i32.store (i32.const 0) (i32.const 1024)) (i32.store (i32.const 4) (i32.const 65536))
+    (loop $more (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))) (br $more))))""")
+
+
+@contextlib.contextmanager
+def placed_server(
+    engine: Engine, wasm: bytes, spec: RunSpec, limits: ServeLimits, guest_threads: bool
+) -> Iterator[tuple[CgiServer, list[str]]]:
+    """A live server whose guests run on guest threads (an on_guest_thread hook, as the shim's)
+    or on their request's thread; and the names of the threads the hook ran on."""
+    placed: list[str] = []
+    hook = (lambda: placed.append(threading.current_thread().name)) if guest_threads else None
+    server = CgiServer(("127.0.0.1", 0), engine, engine.load(wasm, name="guest.wasm"), spec, limits, on_guest_thread=hook)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        yield server, placed
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("guest_threads", [False, True], ids=["request-thread", "guest-thread"])
+def test_a_stuck_guest_is_answered_at_its_deadline_on_either_thread(
+    engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture, guest_threads: bool
+) -> None:
+    os.mkfifo(tmp_path / "fifo")
+    spec = RunSpec(preopens=[Preopen(tmp_path, "/")], timeout=0.3)
+    with placed_server(engine, FIFO_READER, spec, ServeLimits(concurrency=1, queue_timeout=0.3), guest_threads) as (server, placed):
+        began = time.monotonic()
+        assert fetch(http.client.HTTPConnection(server.host, server.port, timeout=10), "GET", "/")[0] == 504
+        assert time.monotonic() - began < 1.0
+        assert "timed out after 0.3s; stuck in a host call" in caplog.text
+        assert fetch(http.client.HTTPConnection(server.host, server.port, timeout=10), "GET", "/")[0] == 503  # its slot is still held
+        writer = os.open(tmp_path / "fifo", os.O_WRONLY | os.O_NONBLOCK)  # the stuck open returns; the guest ends
+        try:
+            deadline = time.monotonic() + 5
+            while (code := fetch(http.client.HTTPConnection(server.host, server.port, timeout=10), "GET", "/")[0]) == 503:
+                assert time.monotonic() < deadline
+        finally:
+            os.close(writer)
+        assert code == 200  # its slot came back; the next guest's open found the writer
+        assert bool(placed) == guest_threads
+
+
+@pytest.mark.parametrize("guest_threads", [False, True], ids=["request-thread", "guest-thread"])
+def test_a_flooding_guest_is_stopped_at_the_cap_on_either_thread(
+    engine: Engine, caplog: pytest.LogCaptureFixture, guest_threads: bool
+) -> None:
+    limits = ServeLimits(max_response=1 << 20)
+    with placed_server(engine, FLOOD, RunSpec(timeout=30), limits, guest_threads) as (server, _):
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+        began = time.monotonic()
+        assert fetch(conn, "GET", "/")[0] == 502
+        assert time.monotonic() - began < 2  # not its 30 s timeout
+        assert "stdout passed the 1048576-byte limit" in caplog.text
+        assert fetch(conn, "GET", "/")[0] == 502  # a fresh pair of outputs: the sealed one is not reused
+
+
+def test_outputs_are_reused_empty_and_guest_cpu_is_counted(engine: Engine) -> None:
+    with placed_server(engine, HTTP, RunSpec(), ServeLimits(), guest_threads=False) as (server, _):
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+        assert fetch(conn, "POST", "/", b"a longer first body")[2] == b"A LONGER FIRST BODY"
+        assert fetch(conn, "POST", "/", b"short")[2] == b"SHORT"  # nothing left of the first response
+        assert fetch(conn, "GET", "/")[2] == b""
+        assert len(server._spare) == 1  # one pair served all three
+        assert server.counters.guest_cpu_ns > 0
+
+
 # -- the CGI mapping -----------------------------------------------------------------------------
 
 
@@ -188,3 +276,176 @@ def test_parse_response_status_headers_and_body() -> None:
     # a control character anywhere in the block (CR, NUL): no header block, all body
     for output in (b"X-A: a\rSet-Cookie: b\n\nbody", b"X-A: a\x00b\n\nbody", b"Status: 200 OK\rX: y\r\n\r\nbody"):
         assert cgi.parse_response(output) == cgi.Response(200, "OK", [("Content-Type", "application/octet-stream")], output)
+
+
+# -- worker processes (`wasm-oci serve --workers`) ------------------------------------------------
+
+WASM_OCI = str(Path(sys.executable).with_name("wasm-oci"))
+# Sleeps 1 s in a clock wait (poll_oneoff on the monotonic clock), then prints "slept".
+SLEEPER = wasmtime.wat2wasm("""(module
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 256) "slept\\n")
+  (func (export "_start")
+    (i32.store (i32.const 16) (i32.const 1))
+    (i64.store (i32.const 24) (i64.const 1000000000))
+    (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))
+    (i32.store (i32.const 192) (i32.const 256))
+    (i32.store (i32.const 196) (i32.const 6))
+    (drop (call $write (i32.const 1) (i32.const 192) (i32.const 1) (i32.const 200)))))""")
+STARTUP = 60.0
+"""Seconds a server may take to print its banner on a busy CI machine (a cold compile cache)."""
+
+
+class Served:
+    """A `wasm-oci serve` process and what its banner said."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], port: int) -> None:
+        self.proc, self.port = proc, port
+
+    def workers(self) -> list[int]:
+        return children(self.proc.pid)
+
+    def stderr(self) -> str:
+        """What it wrote after its banner (once it has ended)."""
+        assert self.proc.stderr is not None
+        return self.proc.stderr.read().decode()
+
+
+@pytest.fixture
+def wasm_oci_serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
+    """wasm_oci_serve(wasm, *options) -> a live `wasm-oci serve` (with a private compile cache),
+    started and its banner read; killed, with its workers, at the end."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(wasm: bytes, *options: str) -> Served:
+        path = tmp_path / f"guest{len(procs)}.wasm"
+        path.write_bytes(wasm)
+        env = {**os.environ, "WASM_OCI_HOME": str(tmp_path / "home")}
+        argv = [WASM_OCI, "serve", str(path), "--listen", "127.0.0.1:0", *options]
+        proc = subprocess.Popen(argv, stderr=subprocess.PIPE, env=env)
+        procs.append(proc)
+        assert proc.stderr is not None
+        readable, _, _ = select.select([proc.stderr], [], [], STARTUP)
+        banner = proc.stderr.readline().decode() if readable else ""
+        assert banner.startswith(f"Serving {path} on http://127.0.0.1:"), banner
+        return Served(proc, int(banner.rsplit(":", 1)[1]))
+
+    try:
+        yield start
+    finally:
+        for proc in procs:
+            pids = children(proc.pid)
+            proc.kill()
+            proc.wait(10)
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def gone(pid: int, within: float) -> bool:
+    """Whether process `pid` has ended (a zombie counts) within `within` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                return True
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_worker_shares_of_the_guest_slots() -> None:
+    assert workers.shares(5, 2) == [3, 2]
+    assert workers.shares(2, 2) == [1, 1]
+    with pytest.raises(ValueError, match="concurrency of at least 3"):
+        workers.shares(2, 3)
+
+
+def test_workers_serve_requests_in_parallel(wasm_oci_serve: Callable[..., Served]) -> None:
+    """Two workers with one guest slot each: a request that arrives while the first worker's
+    guest sleeps is taken by the second worker (not queued behind the first) and both answer
+    after about one sleep, not two."""
+    served = wasm_oci_serve(SLEEPER, "--workers", "2", "--concurrency", "2")
+    assert len(served.workers()) == 2
+    answers: list[tuple[int, bytes, float]] = []
+    began = time.monotonic()
+
+    def client() -> None:
+        status, _, body = fetch(http.client.HTTPConnection("127.0.0.1", served.port, timeout=10), "GET", "/")
+        answers.append((status, body, time.monotonic() - began))
+
+    first = threading.Thread(target=client)
+    first.start()
+    time.sleep(0.3)  # the first worker's only slot is taken by now
+    second = threading.Thread(target=client)
+    second.start()
+    first.join(10)
+    second.join(10)
+    assert [(status, body) for status, body, _ in answers] == [(200, b"slept\n")] * 2
+    assert max(took for _, _, took in answers) < 1.9, answers  # one after the other: 2 s or more
+
+
+def test_sigterm_stops_the_parent_and_its_workers(wasm_oci_serve: Callable[..., Served]) -> None:
+    served = wasm_oci_serve(HTTP, "--workers", "2")
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+    assert fetch(conn, "POST", "/", b"kept alive")[2] == b"KEPT ALIVE"  # an idle keep-alive connection: the drain closes it
+    pids = served.workers()
+    assert len(pids) == 2
+    served.proc.send_signal(signal.SIGTERM)
+    assert served.proc.wait(15) == 0
+    assert all(gone(pid, 5) for pid in pids)
+    assert served.stderr() == ""
+
+
+def test_workers_do_not_outlive_a_killed_parent(wasm_oci_serve: Callable[..., Served]) -> None:
+    served = wasm_oci_serve(HTTP, "--workers", "2")
+    pids = served.workers()
+    assert len(pids) == 2
+    served.proc.kill()
+    served.proc.wait(10)
+    assert all(gone(pid, 5) for pid in pids)  # PR_SET_PDEATHSIG
+
+
+def test_a_worker_that_dies_stops_the_server_with_an_error(wasm_oci_serve: Callable[..., Served]) -> None:
+    """No respawn: the other workers stop, and the server fails naming the worker that died."""
+    served = wasm_oci_serve(HTTP, "--workers", "2")
+    victim, survivor = served.workers()
+    os.kill(victim, signal.SIGKILL)
+    assert served.proc.wait(15) == 1
+    assert gone(survivor, 5)
+    stderr = served.stderr()
+    assert f"worker 0 (pid {victim}) was killed by SIGKILL: stopping the others" in stderr
+    assert stderr.endswith(f"wasm-oci: error: worker 0 (pid {victim}) was killed by SIGKILL: the server stopped\n")
+
+
+def test_a_program_that_cannot_load_is_reported_once(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.wasm"
+    bad.write_bytes(b"\0asm\x01\0\0\0\xff\xff")  # the magic, then no valid section
+    env = {**os.environ, "WASM_OCI_HOME": str(tmp_path / "home")}
+    done = subprocess.run(
+        [WASM_OCI, "serve", str(bad), "--listen", "127.0.0.1:0", "--workers", "2"], capture_output=True, env=env, timeout=60
+    )
+    assert done.returncode == 4
+    assert done.stderr.decode().splitlines() == [
+        "wasm-oci: error: bad.wasm: invalid WebAssembly module: malformed section id (at offset 0x8)"
+    ]
+
+
+def test_more_workers_than_guest_slots_is_a_usage_error(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [WASM_OCI, "serve", str(EXAMPLES / "http" / "http.wasm"), "--workers", "3", "--concurrency", "2"], capture_output=True, timeout=60
+    )
+    assert (done.returncode, done.stderr.decode()) == (
+        2,
+        "wasm-oci: error: --workers 3 needs --concurrency 3 or more: each worker runs at least one guest at a time\n",
+    )

@@ -336,7 +336,9 @@ def test_large_bodies_are_read_only_with_a_guest_slot() -> None:
     """40 clients send 15 MiB each to a `wasm-oci serve` with 2 guest slots: its peak memory grows
     by about 2 bodies' worth, not 40."""
     server = subprocess.Popen(
-        [WASM_OCI, "serve", str(HELLO), "--listen", "127.0.0.1:0", "--concurrency", "2"], stderr=subprocess.PIPE, text=True
+        [WASM_OCI, "serve", str(HELLO), "--listen", "127.0.0.1:0", "--concurrency", "2", "--workers", "1"],
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert server.stderr is not None
