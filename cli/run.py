@@ -243,6 +243,13 @@ def _leave(result: RunResult) -> NoReturn:
     show_default=True,
     help="Largest guest stdout or stderr (502 past it, checked while it runs).",
 )
+@click.option(
+    "--allow-outbound",
+    "outbound",
+    multiple=True,
+    metavar="HOST[:PORT]",
+    help="A host a wasi:http proxy guest may send requests to (repeatable; '*': any). Default: none, each refused.",
+)
 @guest_options(memory="128M", timeout=10.0)
 def serve_cmd(
     source: str,
@@ -252,6 +259,7 @@ def serve_cmd(
     queue_timeout: float,
     max_body: int,
     max_response: int,
+    outbound: tuple[str, ...],
     envs: tuple[tuple[str, str], ...],
     dirs: tuple[Preopen, ...],
     memory: int | None,
@@ -259,9 +267,11 @@ def serve_cmd(
     verify_keys: tuple[Any, ...],
     **kwargs: Any,
 ) -> None:
-    """Serve HTTP with SOURCE as a CGI-style handler: a fresh guest instance per request.
+    """Serve HTTP with SOURCE, a fresh guest instance per request.
 
-    The request's method, path, query and headers are CGI variables (REQUEST_METHOD,
+    A wasi:http proxy component (exporting wasi:http/incoming-handler, as `wasmtime serve`,
+    Spin and wasmCloud run) handles the request itself. Any other guest is a CGI-style handler:
+    the request's method, path, query and headers are CGI variables (REQUEST_METHOD,
     PATH_INFO, QUERY_STRING, HTTP_*), its body is stdin; stdout is the response, optionally
     starting with CGI headers (Status:, Content-Type:) and a blank line. A guest that traps,
     fails or times out gives a bare 500 or 504; the details go to stderr. Requests are served
@@ -289,7 +299,7 @@ def serve_cmd(
     try:
         serving.serve(
             listener,
-            serving.Guest(src.wasm, src.digest, src.name),
+            serving.Guest(src.wasm, src.digest, src.name, outbound=frozenset(outbound)),
             _spec(src, (), envs, dirs, memory, timeout, None),
             limits,
             workers,

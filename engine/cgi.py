@@ -23,7 +23,7 @@ _STATUS = re.compile(r"([2-5][0-9][0-9])(?:[ \t]+(.*))?")
 # could make a name pose as another header once '-' becomes '_'.
 _MAPPED_NAME = re.compile(r"[A-Za-z0-9-]+")
 # Never forwarded from the guest: the server frames the response itself.
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade", "te", "trailer", "proxy-connection"}
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade", "te", "trailer", "proxy-connection"}
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def parse_response(output: bytes) -> Response:
             if not match:
                 raise MalformedResponse(f"bad CGI Status header {value!r}")
             status, reason = int(match.group(1)), match.group(2) or ""
-        elif name.lower() not in _HOP_BY_HOP:
+        elif name.lower() not in HOP_BY_HOP:
             headers.append((name, value))
     names = {name.lower() for name, _ in headers}
     if "location" in names and not any(line.lower().startswith(b"status:") for line in block):

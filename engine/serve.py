@@ -45,7 +45,7 @@ from dataclasses import dataclass, replace
 from http import HTTPStatus
 from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wasm_oci import __version__
 from wasm_oci.engine import cgi
@@ -54,6 +54,9 @@ from wasm_oci.engine.result import RunResult
 from wasm_oci.engine.runner import Engine, Execution
 from wasm_oci.engine.spec import RunSpec
 from wasm_oci.errors import WasmOciError
+
+if TYPE_CHECKING:
+    from wasm_oci.engine.proxy import ProxyHost
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +135,7 @@ class CgiServer(ThreadingHTTPServer):
         self,
         address: tuple[str, int],
         engine: Engine,
-        program: Program,
+        program: Program | ProxyHost,
         spec: RunSpec,
         limits: ServeLimits = ServeLimits(),
         *,
@@ -147,12 +150,15 @@ class CgiServer(ThreadingHTTPServer):
         namespace) instead of binding `address`. `on_guest_thread` runs first on every guest
         thread (the shim puts it in the container's cgroup). `access_log` gets one line per
         response; `error_log` what went wrong when a guest fails (default: this module's log)."""
-        self.engine, self.program, self.spec, self.limits = engine, program, spec, limits
+        self.engine, self.spec, self.limits = engine, spec, limits
+        self.program: Program | None = program if isinstance(program, Program) else None
+        self.proxy: ProxyHost | None = None if isinstance(program, Program) else program
+        """A wasi:cli command or module run CGI-style, or a wasi:http proxy component."""
         self._pinned = {name: value for name, value in spec.env.items() if name.startswith("HTTP_")}
         """What the operator set among the names request headers map to: no client replaces it."""
         self._slots = threading.BoundedSemaphore(limits.concurrency)
         self._runs: queue.SimpleQueue[Execution | None] = queue.SimpleQueue()
-        self._on_guest_thread, self.access_log = on_guest_thread, access_log
+        self.on_guest_thread, self.access_log = on_guest_thread, access_log
         self.error_log: Callable[[str], None] = error_log or log.warning
         self.counters = Counters()
         self._state = threading.Condition()
@@ -213,8 +219,8 @@ class CgiServer(ThreadingHTTPServer):
         self._slots.release()
 
     def _guest_thread(self) -> None:
-        if self._on_guest_thread is not None:
-            self._on_guest_thread()
+        if self.on_guest_thread is not None:
+            self.on_guest_thread()
         spent = time.thread_time_ns()
         while (execution := self._runs.get()) is not None:
             try:
@@ -295,6 +301,8 @@ class CgiServer(ThreadingHTTPServer):
         guest runs on this thread: the server's watcher calls `rescue` with the answer if the guest
         is still running _GRACE after it was stopped, and this returns None once its guest is done
         (the request was answered). Else the guest runs on a guest thread while this one watches it."""
+        if self.proxy is not None:
+            return self._proxied(request, body)
         outputs = self._outputs()
         reusable = False
         try:
@@ -303,12 +311,37 @@ class CgiServer(ThreadingHTTPServer):
         finally:
             self._give_back(outputs, reusable)
 
+    def _proxied(self, request: cgi.Request, body: bytes | Path) -> cgi.Response:
+        """A wasi:http proxy's answer: the host runs the guest on this thread within the request's
+        limits (memory, timeout, response size) and answers for it when it fails, as `wasmtime
+        serve` does (500; 504 at the timeout); the guest sees the request as it came."""
+        from wasm_oci.engine.proxy import Limits, Request
+
+        assert self.proxy is not None
+        authority = next((value for name, value in request.headers if name.lower() == "host"), None)
+        limits = Limits(memory=self.spec.memory_limit, timeout=self.spec.timeout, max_response=self.limits.max_response)
+        with contextlib.ExitStack() as stack:
+            content = body if isinstance(body, bytes) else stack.enter_context(body.open("rb"))
+            answer = self.proxy.handle(Request(request.method, request.target, "http", authority, request.headers, content), limits)
+        if answer.error is not None:
+            stderr = answer.stderr[:2048].decode("utf-8", "replace").strip()
+            self.error_log(
+                f"{request.method} {request.target} -> {answer.status}: {answer.error}" + (f"; guest stderr: {stderr!r}" if stderr else "")
+            )
+        assert isinstance(answer.body, bytes)  # a buffered answer
+        try:
+            reason = HTTPStatus(answer.status).phrase
+        except ValueError:
+            reason = ""
+        headers = [(name, value.decode("latin-1")) for name, value in answer.headers if name.lower() not in cgi.HOP_BY_HOP]
+        return cgi.Response(answer.status, reason, headers, answer.body)
+
     def _run(
         self, request: cgi.Request, body: bytes | Path, slot: _Slot, outputs: _Outputs, rescue: Callable[[cgi.Response], None] | None
     ) -> tuple[cgi.Response | None, bool]:
         """The response, and whether the guest is done with `outputs` (they can serve another request)."""
         stdout, stderr = outputs.stdout, outputs.stderr
-        here = rescue is not None and self._on_guest_thread is None
+        here = rescue is not None and self.on_guest_thread is None
         spec = replace(
             self.spec,
             env={**self.spec.env, **cgi.environ(request), **self._pinned},
@@ -319,6 +352,7 @@ class CgiServer(ThreadingHTTPServer):
             # top would wake the engine's deadline thread once per request, to drop the timer
             timeout=None if here else self.spec.timeout,
         )
+        assert self.program is not None  # a proxy is answered by _proxied
         execution = self.engine.execution(self.program, spec)
         try:
             execution.prepare()
@@ -664,6 +698,8 @@ class _Handler(socketserver.BaseRequestHandler):
         self.rfile = io.BufferedReader(self.clock, 64 << 10)
         self.method = self.version = self.target = ""
         self.received, self.began = 0, 0.0
+        if self.server.proxy is not None and self.server.on_guest_thread is not None:
+            self.server.on_guest_thread()  # a proxy's guests run on their connection's thread
 
     def handle(self) -> None:
         try:

@@ -41,11 +41,15 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from wasm_oci.engine.serve import CgiServer, ServeLimits
 from wasm_oci.engine.spec import RunSpec
 from wasm_oci.errors import WasmOciError
+
+if TYPE_CHECKING:
+    from wasm_oci.engine.program import Program
+    from wasm_oci.engine.proxy import ProxyHost
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,8 @@ class Guest:
     name: str
     cache_dir: Path | None = None
     """The compile cache (None: the default one)."""
+    outbound: frozenset[str] = frozenset()
+    """Hosts a wasi:http proxy guest may send requests to (none by default)."""
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -126,10 +132,15 @@ class _Server(CgiServer):
 
 
 def _server(listener: socket.socket, guest: Guest, spec: RunSpec, limits: ServeLimits, defer: bool) -> _Server:
+    from wasm_oci.engine.proxy import Outbound, ProxyHost, is_proxy
     from wasm_oci.engine.runner import Engine
 
     engine = Engine(cache_dir=guest.cache_dir)
-    program = engine.load(guest.wasm, guest.digest, guest.name)
+    program: Program | ProxyHost
+    if is_proxy(guest.wasm):
+        program = ProxyHost(engine, guest.wasm, guest.name, Outbound(allow=guest.outbound), env=spec.env)
+    else:
+        program = engine.load(guest.wasm, guest.digest, guest.name)
     server = _Server(listener.getsockname()[:2], engine, program, spec, limits, listener=listener)
     server.defer = defer
     return server

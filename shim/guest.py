@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wasm_oci.engine import Engine, Program
+from wasm_oci.engine.proxy import ProxyHost, is_proxy
 from wasm_oci.errors import UnsupportedArtifact
 from wasm_oci.oci import artifact
 from wasm_oci.oci import digest as digests
@@ -35,7 +36,8 @@ IMAGES_REMEMBERED = 64
 
 @dataclass(frozen=True)
 class Guest:
-    program: Program
+    program: Program | ProxyHost
+    """A wasi:cli command or module, or a wasi:http proxy component (only ever served)."""
     origin: str
     """Where it came from, for the log: "rootfs /app.wasm" or "image NAME layer DIGEST"."""
     reused: bool = False
@@ -44,6 +46,8 @@ class Guest:
     """What the image declared (its `dev.wasm-oci.trigger` label): run once, or serve HTTP."""
 
     def describe(self) -> str:
+        if isinstance(self.program, ProxyHost):
+            return f"{self.origin} (a wasi:http proxy{', reused' if self.reused else ''})"
         how = "reused" if self.reused else f"{self.program.cache}, {self.program.load_seconds * 1e3:.1f} ms"
         return f"{self.origin} (program {how})"
 
@@ -78,7 +82,7 @@ def resolve_in(root: Path, path: str) -> Path | None:
 class Guests:
     def __init__(self, engine: Engine, containerd: Containerd, trust: TrustGate) -> None:
         self.engine, self.containerd, self.trust = engine, containerd, trust
-        self._by_image: OrderedDict[str, tuple[Program, str]] = OrderedDict()
+        self._by_image: OrderedDict[str, tuple[Program | ProxyHost, str]] = OrderedDict()
         self._loading: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
@@ -107,8 +111,10 @@ class Guests:
 
     def _from_file(self, path: Path, entry: str) -> Guest:
         wasm = path.read_bytes()
-        program = self.engine.load(wasm, digests.of_bytes(wasm), name=os.path.basename(entry))
-        return Guest(program, f"rootfs {entry}")
+        return Guest(self._load(wasm, digests.of_bytes(wasm), os.path.basename(entry)), f"rootfs {entry}")
+
+    def _load(self, wasm: bytes, digest: str, name: str) -> Program | ProxyHost:
+        return ProxyHost(self.engine, wasm, name) if is_proxy(wasm) else self.engine.load(wasm, digest, name=name)
 
     def _from_image(self, namespace: str, image: str, subject: Descriptor, entry: str) -> Guest:
         with self._once(subject.digest):
@@ -121,7 +127,7 @@ class Guests:
                 store = self.containerd.content(namespace)
                 found = artifact.read(store, subject)
                 wasm = fetch_bytes(store, found.layer, f"wasm layer of {image}", limit=MAX_WASM)
-                known = self.engine.load(wasm, found.layer.digest, name=os.path.basename(entry)), found.trigger
+                known = self._load(wasm, found.layer.digest, os.path.basename(entry)), found.trigger
                 with self._lock:
                     self._by_image[subject.digest] = known
                     while len(self._by_image) > IMAGES_REMEMBERED:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 
 from wasm_oci.engine import Engine, Program, RunResult, RunSpec, memory
 from wasm_oci.engine.acceptor import Acceptor
+from wasm_oci.engine.proxy import ProxyHost
 from wasm_oci.engine.result import Stop
 from wasm_oci.engine.serve import CgiServer, Counters, ServeLimits
 from wasm_oci.errors import RpcError
@@ -56,11 +57,14 @@ DRAIN_SLACK = 1.0
 GRACEFUL = frozenset({signals.SIGTERM, signals.SIGINT, signals.SIGHUP, signals.SIGQUIT})
 
 
-def trigger_of(env: Mapping[str, str], image_trigger: str) -> str:
-    """The task's trigger: its environment's word over the image's label."""
-    trigger = env.get(TRIGGER, image_trigger) or "command"
+def trigger_of(env: Mapping[str, str], image_trigger: str, proxy: bool = False) -> str:
+    """The task's trigger: its environment's word over the image's label; a wasi:http proxy is
+    an HTTP function by its world, whatever the label."""
+    trigger = env.get(TRIGGER, "http" if proxy else image_trigger) or "command"
     if trigger not in TRIGGERS:
         raise RpcError("INVALID_ARGUMENT", f"{TRIGGER}={trigger!r}: the trigger is one of {', '.join(TRIGGERS)}")
+    if proxy and trigger != "http":
+        raise RpcError("INVALID_ARGUMENT", f"{TRIGGER}={trigger}: a wasi:http proxy component can only be served (trigger http)")
     return trigger
 
 
@@ -130,7 +134,7 @@ class HttpFunction:
     def __init__(
         self,
         engine: Engine,
-        program: Program,
+        program: Program | ProxyHost,
         run_spec: RunSpec,
         plan: HttpPlan,
         attachment: Attachment,
@@ -141,6 +145,8 @@ class HttpFunction:
         memory = run_spec.memory_limit
         spec = replace(run_spec, timeout=settings.timeout, memory_limit=memory // settings.concurrency if memory else None)
         limits = ServeLimits(max_body=settings.max_body, concurrency=settings.concurrency)
+        if isinstance(program, ProxyHost):  # the task's own environment; no outgoing requests (see docs/shim.md)
+            program = ProxyHost(engine, program.component, program.name, env=run_spec.env)
         listener = netns.listen(plan.network, settings.host, settings.port)
         try:
             self.server = CgiServer(

@@ -28,6 +28,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from wasm_oci import __version__
 from wasm_oci.engine import Engine, Preopen, RunResult, RunSpec
 from wasm_oci.engine.acceptor import Acceptor
+from wasm_oci.engine.proxy import ProxyHost
 from wasm_oci.errors import RpcError
 from wasm_oci.proto import events_pb2
 from wasm_oci.proto import task_pb2 as api
@@ -189,7 +190,7 @@ class TaskService:
                 cgroup = ContainerCgroup.for_spec(spec.cgroups_path, spec.cpu)
                 guest = self.guests.load(namespace, request.id, spec, root)
                 program = guest.program
-                if trigger_of(spec.env, guest.trigger) == "http":
+                if trigger_of(spec.env, guest.trigger, proxy=isinstance(program, ProxyHost)) == "http":
                     http = HttpPlan(HttpSettings.from_env(spec.env), runtime_spec.pod_network(request.bundle, spec), self.acceptor)
                 task_log.info("created from %s%s", guest.describe(), f", an HTTP function on {http.describe()}" if http else "")
             stdio = Stdio(_stdio_path(request.stdin, "stdin"), _stdio_path(request.stdout, "stdout"), _stdio_path(request.stderr, "stderr"))

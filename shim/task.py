@@ -42,6 +42,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from wasm_oci.engine import Engine, Execution, Program, RunResult, RunSpec, memory
+from wasm_oci.engine.proxy import ProxyHost
 from wasm_oci.engine.result import Stop
 from wasm_oci.errors import RpcError
 from wasm_oci.proto.task_types_pb2 import Status
@@ -68,7 +69,7 @@ class Task:
         task_id: str,
         bundle: str,
         stdio: Stdio,
-        program: Program | None,
+        program: Program | ProxyHost | None,
         run_spec: RunSpec,
         rootfs: Path | None,
         on_exit: Callable[[Task], None],
@@ -118,6 +119,7 @@ class Task:
             if self.http is not None:
                 self.function = HttpFunction(engine, self.program, self.run_spec, self.http, attachment, self._join_cgroup)
                 return
+            assert not isinstance(self.program, ProxyHost)  # trigger_of made every proxy an HTTP function
             execution = self._instantiated(engine, attachment, self.program, self.run_spec)
         except BaseException:
             attachment.close()

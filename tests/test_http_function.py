@@ -331,3 +331,23 @@ def test_an_update_of_the_memory_limit_is_shared_out_to_the_next_requests(tmp_pa
     text = log.read_text()
     assert f"its memory limit is {32 << 20} bytes" in text and f"its memory limit is {8 << 20} bytes" in text, text
     assert function.counters.requests == 3 and function.counters.failed == 2
+
+
+def test_a_wasi_http_proxy_is_an_http_function_by_its_world(shim: ShimHarness, functions: list[Function]) -> None:
+    from services import proxy_components
+
+    ref = shim.push("proxy-fixed", proxy_components.fixed())  # no --trigger: its world says it
+    port = free_port()
+    function = Function(shim, ref, "proxy-fixed", {"WASM_OCI_HTTP_ADDRESS": f"127.0.0.1:{port}"})
+    functions.append(function)
+    wait_listening(port)
+    status, headers, body = request(port, "GET", "/anything")
+    assert (status, headers["x-guest"], body) == (200, "wat", b"hello from wat\n")
+    result = shim.containerd.ctr(
+        "run", "--rm", "--runtime", RUNTIME, "--net-host", "--env", "WASM_OCI_TRIGGER=command", ref, "proxy-as-command", check=False
+    )
+    shim.containerd.ctr("container", "rm", "proxy-as-command", check=False)
+    assert result.returncode != 0 and "a wasi:http proxy component can only be served" in result.stderr
+    function.kill("SIGTERM")
+    assert function.exit_status() == 0
+    assert '"GET /anything HTTP/1.1" 200' in function.log.read_text()
