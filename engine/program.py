@@ -10,7 +10,7 @@ from __future__ import annotations
 import platform
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -19,7 +19,7 @@ import wasmtime
 import wasmtime.component as wc
 
 from wasm_oci.binary import sniff
-from wasm_oci.engine import cache, clocks, polls
+from wasm_oci.engine import cache, clocks, component_binary, polls
 from wasm_oci.engine.cache import CompileCache, CorruptEntry
 from wasm_oci.errors import InvalidWasm, NoEntryPoint, UnsatisfiedImport
 
@@ -92,6 +92,17 @@ def unsatisfied_import(error: Exception, name: str) -> UnsatisfiedImport | None:
     return UnsatisfiedImport(f"{name} imports `{missing}`, which this host does not provide (it provides WASI 0.2 and preview 1)")
 
 
+def _refuse_proxy(exports: Iterable[str], name: str) -> None:
+    """NoEntryPoint for a wasi:http proxy (it answers requests, it has nothing to run once)."""
+    names = list(exports)
+    if any(export.startswith("wasi:http/incoming-handler@") for export in names) and not any(
+        export.startswith(_RUN_EXPORT) for export in names
+    ):
+        raise NoEntryPoint(
+            f"{name}: a wasi:http proxy component (exports: {', '.join(names)}): it answers requests; serve it with `wasm-oci serve`"
+        )
+
+
 class Loader:
     """Compiles or deserializes programs for one wasmtime.Engine with its WASI linkers."""
 
@@ -116,6 +127,8 @@ class Loader:
             kind: Kind = sniff(wasm)
         except InvalidWasm as exc:
             raise InvalidWasm(f"{name}: {exc}") from None
+        if kind == "component":
+            _refuse_proxy(component_binary.exports(wasm) or (), name)  # before a compile that would be wasted
         key = self.cache_key(digest, kind)
         compiled, state = self._cached(key, kind)
         if compiled is None:
@@ -158,12 +171,8 @@ class Loader:
         outer = component.get_export_index(interface) if interface else None
         run = component.get_export_index("run", outer) if outer else None
         if run is None:
-            hint = (
-                " (wasi:http/incoming-handler cannot be served by wasmtime's C API: build a wasi:cli command for `serve`)"
-                if any(export.startswith("wasi:http/incoming-handler@") for export in exports)
-                else ""
-            )
-            raise NoEntryPoint(f"{name}: component exports no wasi:cli/run (exports: {', '.join(exports) or 'none'}){hint}")
+            _refuse_proxy(exports, name)
+            raise NoEntryPoint(f"{name}: component exports no wasi:cli/run (exports: {', '.join(exports) or 'none'})")
         return _ComponentEntry(self.component_linker, component, run)
 
     def _module_entry(self, module: wasmtime.Module, name: str) -> _ModuleEntry:

@@ -292,3 +292,12 @@ def test_nothing_to_run_is_an_error(engine: Engine) -> None:
         engine.load(wasmtime.wat2wasm("(component (core module $m))"), name="lib.wasm")
     with pytest.raises(NoEntryPoint, match="module exports no _start"):
         engine.load(wasmtime.wat2wasm("(module)"), name="lib.wasm")
+
+
+def test_a_wasi_http_proxy_is_refused_before_any_compile(engine: Engine) -> None:
+    from services import proxy_components
+
+    began = time.perf_counter()
+    with pytest.raises(NoEntryPoint, match=r"fixed\.wasm: a wasi:http proxy component .* serve it with `wasm-oci serve`"):
+        engine.load(proxy_components.fixed().read_bytes(), name="fixed.wasm")
+    assert time.perf_counter() - began < 0.5
