@@ -88,9 +88,18 @@ def start_server(kind: str) -> tuple[subprocess.Popen[str], int]:
     return proc, int(banner.rsplit(":", 1)[1])
 
 
-def client(port: int, threads: int, seconds: float) -> tuple[list[float], float]:
-    """One client process: `threads` keep-alive connections POSTing until time is up; latencies
-    and the CPU seconds this process spent."""
+def client(
+    port: int,
+    threads: int,
+    seconds: float,
+    method: str = "POST",
+    path: str = "/bench?x=1",
+    body: bytes = BODY,
+    expect: bytes = BODY.upper(),
+) -> tuple[list[float], float]:
+    """One client process: `threads` keep-alive connections sending `method path` (with `body`,
+    if any) until time is up, each answer checked (200, `expect`); latencies and the CPU seconds
+    this process spent."""
     latencies: list[list[float]] = [[] for _ in range(threads)]
     errors: list[str] = []
     cpu = os.times()
@@ -100,9 +109,9 @@ def client(port: int, threads: int, seconds: float) -> tuple[list[float], float]
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         try:
             while (began := time.perf_counter()) < until:
-                conn.request("POST", "/bench?x=1", body=BODY)
+                conn.request(method, path, body=body or None)
                 response = conn.getresponse()
-                if response.status != 200 or response.read() != BODY.upper():
+                if response.status != 200 or response.read() != expect:
                     raise ValueError(f"bad response {response.status}")
                 mine.append(time.perf_counter() - began)
         except (OSError, http.client.HTTPException, ValueError) as exc:

