@@ -29,6 +29,7 @@ import grpc
 import pytest
 import yaml
 
+from services import http_function as http_client
 from services.cri import HANDLERS, SUBNET, CriNode, cri_node, example_runtime
 from services.registry import RegistryServer
 from services.shim import EXAMPLES, HTTP_PROBE, ShimHarness
@@ -241,16 +242,8 @@ def verbose_pid(node: CriNode, pod_id: str) -> int:
     return int(pod_info(node, pod_id)["pid"])
 
 
-def request(
-    host: str, port: int, method: str = "GET", path: str = "/", body: bytes = b"", timeout: float = 10.0
-) -> tuple[int, dict[str, str], bytes]:
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request(method, path, body=body or None)
-        response = conn.getresponse()
-        return response.status, {name.lower(): value for name, value in response.getheaders()}, response.read()
-    finally:
-        conn.close()
+def request(host: str, port: int, method: str = "GET", path: str = "/", body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
+    return http_client.request(port, method, path, body, host=host)
 
 
 def refused(host: str, port: int) -> bool:
