@@ -241,7 +241,7 @@ def _leave(result: RunResult) -> NoReturn:
     type=ByteSize(),
     default="64M",
     show_default=True,
-    help="Largest guest stdout or stderr (502 past it, checked while it runs).",
+    help="Largest response: a CGI guest's stdout or stderr (502 past it, checked while it runs); a wasi:http proxy's streamed body (the connection is cut past it).",
 )
 @click.option(
     "--allow-outbound",
