@@ -11,7 +11,9 @@ network namespace that is gone fails Create with a message, not Start.
 Limits, from the task's environment (an image sets defaults with `package --env`, a pod spec
 overrides them): WASM_OCI_HTTP_CONCURRENCY guests at once (default 4), WASM_OCI_HTTP_TIMEOUT
 seconds per request (default 30; 504 after it), WASM_OCI_HTTP_MAX_BODY bytes of request body
-(default 16 MiB; 413 beyond). The container's memory limit is shared out: each instance may
+(default 16 MiB; 413 beyond). A wasi:http proxy guest's outgoing requests are refused unless
+WASM_OCI_HTTP_ALLOW_OUTBOUND names their host; allowed ones connect from the task's network
+namespace (netns.connect), not the daemon's. The container's memory limit is shared out: each instance may
 hold limit / concurrency, so all of them together stay within it. Guest threads join the
 container's CPU cgroup, so a CPU limit holds over the function's guests.
 
@@ -25,6 +27,7 @@ client that does not read them loses lines, never stalls a request.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import signal as signals
 import threading
@@ -34,7 +37,7 @@ from dataclasses import dataclass, replace
 
 from wasm_oci.engine import Engine, Program, RunResult, RunSpec, memory
 from wasm_oci.engine.acceptor import Acceptor
-from wasm_oci.engine.proxy import ProxyHost
+from wasm_oci.engine.proxy import Outbound, ProxyHost
 from wasm_oci.engine.result import Stop
 from wasm_oci.engine.serve import CgiServer, Counters, ServeLimits
 from wasm_oci.errors import RpcError
@@ -49,6 +52,7 @@ ADDRESS, CONCURRENCY, TIMEOUT, MAX_BODY = (
     "WASM_OCI_HTTP_TIMEOUT",
     "WASM_OCI_HTTP_MAX_BODY",
 )
+OUTBOUND = "WASM_OCI_HTTP_ALLOW_OUTBOUND"
 DEFAULT_ADDRESS = f"0.0.0.0:{HTTP_PORT}"
 DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, DEFAULT_MAX_BODY = 4, 30.0, 16 << 20
 MAX_CONCURRENCY = 256
@@ -75,6 +79,8 @@ class HttpSettings:
     concurrency: int
     timeout: float
     max_body: int
+    outbound: frozenset[str] = frozenset()
+    """Hosts a wasi:http proxy guest may send requests to (`name` or `name:port`, `*`: any)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> HttpSettings:
@@ -86,6 +92,7 @@ class HttpSettings:
             int(_number(env, CONCURRENCY, DEFAULT_CONCURRENCY, 1, MAX_CONCURRENCY)),
             _number(env, TIMEOUT, DEFAULT_TIMEOUT, 0.001, 24 * 3600.0),
             int(_number(env, MAX_BODY, DEFAULT_MAX_BODY, 0, 1 << 40)),
+            frozenset(host.strip() for host in env.get(OUTBOUND, "").split(",") if host.strip()),
         )
 
 
@@ -145,8 +152,9 @@ class HttpFunction:
         memory = run_spec.memory_limit
         spec = replace(run_spec, timeout=settings.timeout, memory_limit=memory // settings.concurrency if memory else None)
         limits = ServeLimits(max_body=settings.max_body, concurrency=settings.concurrency)
-        if isinstance(program, ProxyHost):  # the task's own environment; no outgoing requests (see docs/shim.md)
-            program = ProxyHost(engine, program.component, program.name, env=run_spec.env)
+        if isinstance(program, ProxyHost):  # the task's own environment, and requests out of its own network
+            outbound = Outbound(allow=settings.outbound, connect=functools.partial(netns.connect, plan.network))
+            program = ProxyHost(engine, program.component, program.name, outbound, env=run_spec.env)
         listener = netns.listen(plan.network, settings.host, settings.port)
         try:
             self.server = CgiServer(

@@ -86,6 +86,25 @@ def listen(network: Network, host: str, port: int) -> socket.socket:
     raise outcome
 
 
+def connect(network: Network, address: tuple[str, int], timeout: float) -> socket.socket:
+    """A TCP connection to `address` made from inside `network` (an HTTP function's outgoing
+    request leaves from its pod's network, not the node's); OSError as socket.create_connection
+    raises it. The name is resolved there too, with the node's resolver configuration."""
+    result: list[socket.socket | BaseException] = []
+
+    def inside() -> None:
+        try:
+            _enter(network)
+            result.append(socket.create_connection(address, timeout))
+        except BaseException as exc:
+            result.append(exc)
+
+    _in_thread(inside)
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0]
+
+
 def _bound(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)

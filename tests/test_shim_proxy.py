@@ -5,9 +5,12 @@ by the shim on the host network with its responses streamed (serve's HTTP trigge
 from __future__ import annotations
 
 import http.client
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -112,3 +115,63 @@ def test_the_served_counters_count_streamed_bodies(shim: ShimHarness, function: 
     assert request(port, path="/big?n=100000")[::2] == (200, (PATTERN * 2)[:100_000])
     after = served(shim, task.id)
     assert (after["tx_bytes"] - before["tx_bytes"], after["tx_packets"] - before["tx_packets"]) == (100_000, 1)  # type: ignore[operator]
+
+
+def test_outgoing_requests_are_refused_unless_allowed_and_leave_from_the_tasks_network(shim: ShimHarness, app: str, tmp_path: Path) -> None:
+    """A network namespace of the test's own holds a file server; the node's loopback holds
+    another on the same port. An allowed request reaches the one in the task's network."""
+    port = free_port()
+    (tmp_path / "pod").mkdir()
+    (tmp_path / "pod" / "where").write_text("inside the task's network")
+    (tmp_path / "node").mkdir()
+    (tmp_path / "node" / "where").write_text("on the node")
+    file_server = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+    node = subprocess.Popen(file_server, cwd=tmp_path / "node", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pod = subprocess.Popen(
+        ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *file_server],
+        cwd=tmp_path / "pod",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    tasks: list[Function] = []
+    try:
+        netns = f"/proc/{pod.pid}/ns/net"
+        wait_listening(port)
+        url = f"http://127.0.0.1:{port}/where"
+        for name, allow, answer in (
+            ("proxy-out-denied", "", "HttpRequestDenied 502"),
+            ("proxy-out-allowed", f"127.0.0.1:{port}", "200 inside the task's network 200"),
+        ):
+            env = {"WASM_OCI_HTTP_ADDRESS": "127.0.0.1:8080", **({"WASM_OCI_HTTP_ALLOW_OUTBOUND": allow} if allow else {})}
+            task = Function(shim, app, name, env, flags=("--with-ns", f"network:{netns}"), timeout=CREATE)
+            tasks.append(task)
+            inside = ["nsenter", f"--net={netns}", "curl", "-s", "-m", "20", "-w", " %{http_code}"]
+            ready = subprocess.run(
+                [
+                    *inside,
+                    "--retry",
+                    "100",
+                    "--retry-connrefused",
+                    "--retry-delay",
+                    "0",
+                    "--retry-max-time",
+                    "30",
+                    "http://127.0.0.1:8080/",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert ready.stdout == "hello 200", ready
+            asked = subprocess.run(
+                [*inside, f"http://127.0.0.1:8080/fetch?url={url}"], capture_output=True, text=True, timeout=60
+            )  # no --retry: curl retries a 502
+            assert answer in asked.stdout, (asked, task.log.read_text())
+            task.kill("SIGTERM")
+            assert task.exit_status(30) == 0
+    finally:
+        for task in tasks:
+            task.remove()
+        for server in (node, pod):
+            server.kill()
+            server.wait(10)

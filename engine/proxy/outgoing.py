@@ -16,6 +16,7 @@ import http.client
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,9 @@ class Outbound:
     max_response_body: int = 16 * 1024 * 1024
     max_requests: int = 16
     """Outgoing requests one guest request may make."""
+    connect: Callable[[tuple[str, int], float], socket.socket] | None = None
+    """Opens the TCP connection of an allowed request ((host, port), timeout); None: from this
+    process's network. The shim opens them in the task's network namespace."""
 
     def allows(self, host: str, port: int) -> bool:
         host = host.lower()
@@ -178,6 +182,9 @@ class _Call:
             )
         else:
             connection = http.client.HTTPConnection(self.host, self.port, timeout=self.connect)
+        opener = self.policy.connect
+        if opener is not None:  # http.client's own hook, which HTTPSConnection wraps in TLS after
+            connection._create_connection = lambda address, timeout, _source=None: opener(address, timeout)  # type: ignore[attr-defined]
         self.connection = connection
         failed = self._exchange_head(connection)
         if failed is not None:
