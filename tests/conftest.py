@@ -20,6 +20,7 @@ _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
+from services import proxy_components  # noqa: E402
 from services.containerd import ContainerdServer  # noqa: E402
 from services.registry import (  # noqa: E402
     RegistryServer,
@@ -140,3 +141,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for marker, fixtures in _MARKED_BY_FIXTURE.items():
             if used & fixtures:
                 item.add_marker(getattr(pytest.mark, marker))
+
+
+# wasi:http proxy guests built by real toolchains (tests/services/proxy_components.py), once a session
+@pytest.fixture(scope="session")
+def app_wasm() -> Path:
+    """The componentize-py guest of tests/fixtures/proxy/app.py."""
+    try:
+        return proxy_components.python_app()
+    except proxy_components.BuildUnavailable as exc:  # the `test` extra has it: its absence is a broken setup
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def fixed_wasm() -> Path:
+    """The wasm-tools guest of tests/fixtures/proxy/fixed/fixed.wat."""
+    return proxy_components.fixed()

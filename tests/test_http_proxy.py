@@ -40,19 +40,6 @@ def engine() -> Engine:
 
 
 @pytest.fixture(scope="session")
-def app_wasm() -> Path:
-    try:
-        return proxy_components.python_app()
-    except proxy_components.BuildUnavailable as exc:  # the `test` extra has it: its absence is a broken setup
-        pytest.fail(str(exc), pytrace=False)
-
-
-@pytest.fixture(scope="session")
-def fixed_wasm() -> Path:
-    return proxy_components.fixed()
-
-
-@pytest.fixture(scope="session")
 def app(engine: Engine, app_wasm: Path) -> ProxyHost:
     return ProxyHost(engine, app_wasm.read_bytes(), name="app.wasm")
 

@@ -56,19 +56,6 @@ def pattern(size: int) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def app_wasm() -> Path:
-    try:
-        return proxy_components.python_app()
-    except proxy_components.BuildUnavailable as exc:  # the `test` extra has it: its absence is a broken setup
-        pytest.fail(str(exc), pytrace=False)
-
-
-@pytest.fixture(scope="module")
-def fixed_wasm() -> Path:
-    return proxy_components.fixed()
-
-
-@pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """WASM_OCI_HOME for the servers: private, but its compile cache is the one the proxy tests
     share (.cache/proxy-components/compiled), so the app is compiled once, not per server."""

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from services import proxy_components
 from services.http_function import Function, free_port, request, served, wait_listening
 from services.registry import RegistryServer
 from services.shim import ShimHarness, shim_harness
@@ -32,12 +31,8 @@ def shim(registry: RegistryServer) -> Iterator[ShimHarness]:
 
 
 @pytest.fixture(scope="module")
-def app(shim: ShimHarness) -> str:
-    try:
-        wasm = proxy_components.python_app()
-    except proxy_components.BuildUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
-    return shim.push("proxy-app", wasm)  # no --trigger: its world says it
+def app(shim: ShimHarness, app_wasm: Path) -> str:
+    return shim.push("proxy-app", app_wasm)  # no --trigger: its world says it
 
 
 @pytest.fixture(scope="module")
