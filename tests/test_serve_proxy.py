@@ -498,7 +498,9 @@ REQUESTS = [
     ("app", "POST", "/echo", pattern(4 * MIB + 1)),
     ("app", "PUT", "/request", b"body"),
     ("fixed", "GET", "/", b""),
-    ("fixed", "POST", "/x", pattern(2 * MIB)),
+    # a body the guest never reads: small enough for the socket buffers, since `wasmtime serve`
+    # may answer and close before a larger one is sent (the client then sees EPIPE, by chance)
+    ("fixed", "POST", "/x", pattern(64 * 1024)),
 ]
 
 
