@@ -33,6 +33,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from common import REPO, Section, duration, main, median, percentile, ratio, table
 
@@ -151,12 +152,18 @@ class Round:
 
 
 def round_for(kind: str, processes: int, threads: int, seconds: float) -> Round:
-    proc, port = start_server(kind)
+    return loaded(*start_server(kind), processes, threads, seconds)
+
+
+def loaded(proc: subprocess.Popen[str], port: int, processes: int, threads: int, seconds: float, *request: Any) -> Round:
+    """One round against a started server, which is stopped after: a warm-up (compile cache,
+    connections, code paths, the workers' first instances), then the client load; `request`:
+    client()'s method, path, body and expected answer."""
     try:
-        client(port, 1, 0.5)  # warm up: compile cache, connections, code paths
+        client(port, 1, 0.5, *request)
         before = server_cpu(proc.pid)
         with ProcessPoolExecutor(processes) as pool:
-            futures = [pool.submit(client, port, threads, seconds) for _ in range(processes)]
+            futures = [pool.submit(client, port, threads, seconds, *request) for _ in range(processes)]
             results = [future.result() for future in futures]
         spent = server_cpu(proc.pid) - before
         return Round([sample for latencies, _ in results for sample in latencies], spent, sum(cpu for _, cpu in results))

@@ -21,11 +21,10 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from common import Section, duration, main, median, percentile, ratio, table
-from engine_serve import WASM_OCI, Round, client, server_cpu
+from engine_serve import WASM_OCI, Round, loaded
 
 from services import proxy_components
 
@@ -68,18 +67,7 @@ def start(server: str, wasm: Path) -> tuple[subprocess.Popen[str], int]:
 
 
 def round_for(server: str, wasm: Path, expect: bytes, processes: int, threads: int, seconds: float) -> Round:
-    proc, port = start(server, wasm)
-    try:
-        client(port, 1, 0.5, "GET", "/", b"", expect)  # warm up: connections, code paths, the workers' first instances
-        before = server_cpu(proc.pid)
-        with ProcessPoolExecutor(processes) as pool:
-            futures = [pool.submit(client, port, threads, seconds, "GET", "/", b"", expect) for _ in range(processes)]
-            results = [future.result() for future in futures]
-        spent = server_cpu(proc.pid) - before
-        return Round([sample for latencies, _ in results for sample in latencies], spent, sum(cpu for _, cpu in results))
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    return loaded(*start(server, wasm), processes, threads, seconds, "GET", "/", b"", expect)
 
 
 def measure(guest: str, level: str, rounds: int, seconds: float) -> list[list[str]]:
