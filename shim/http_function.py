@@ -82,6 +82,10 @@ class HttpSettings:
     outbound: frozenset[str] = frozenset()
     """Hosts a wasi:http proxy guest may send requests to (`name` or `name:port`, `*`: any)."""
 
+    def share(self, memory_limit: int | None) -> int | None:
+        """Each instance's part of the container's memory limit: all at once stay within it."""
+        return memory_limit // self.concurrency if memory_limit else None
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> HttpSettings:
         """INVALID_ARGUMENT naming the variable for anything that is not what it should be."""
@@ -149,8 +153,7 @@ class HttpFunction:
     ) -> None:
         self.plan, self.attachment = plan, attachment
         settings = plan.settings
-        memory = run_spec.memory_limit
-        spec = replace(run_spec, timeout=settings.timeout, memory_limit=memory // settings.concurrency if memory else None)
+        spec = replace(run_spec, timeout=settings.timeout, memory_limit=settings.share(run_spec.memory_limit))
         limits = ServeLimits(max_body=settings.max_body, concurrency=settings.concurrency)
         if isinstance(program, ProxyHost):  # the task's own environment, and requests out of its own network
             outbound = Outbound(allow=settings.outbound, connect=functools.partial(netns.connect, plan.network))
@@ -188,8 +191,7 @@ class HttpFunction:
 
     def limit_memory(self, limit: int | None) -> None:
         """The container's new memory limit, shared out again for the requests to come."""
-        share = limit // self.plan.settings.concurrency if limit else None
-        self.server.spec = replace(self.server.spec, memory_limit=share)
+        self.server.spec = replace(self.server.spec, memory_limit=self.plan.settings.share(limit))
 
     def start(self) -> None:
         with self._lock:
