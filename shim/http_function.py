@@ -185,8 +185,9 @@ class HttpFunction:
 
     def memory_bytes(self) -> tuple[int, int]:
         """(in RAM now, the most seen at once) of the linear memories of the guests running."""
-        used = sum(memory.resident(execution.memory) for execution in self.server.executions())
-        self._peak = max(self._peak, used, *(execution.memory.peak for execution in self.server.executions()))
+        running = self.server.executions()
+        used = sum(memory.resident(execution.memory) for execution in running)
+        self._peak = max(self._peak, used, *(execution.memory.peak for execution in running))
         return used, self._peak
 
     def limit_memory(self, limit: int | None) -> None:

@@ -26,13 +26,11 @@ from wasm_oci.errors import RpcError
 CLONE_NEWNET = 0x40000000
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
 _BACKLOG = 128
-HOST = None
-"""The network `Network.path` names for the host's (no `network` entry in the spec)."""
 
 
 @dataclass(frozen=True)
 class Network:
-    path: str | None = HOST
+    path: str | None = None
     """The namespace to enter; None: the daemon's own (the host's)."""
     new: bool = False
     """A fresh namespace of the task's own (a `network` entry without a path)."""
