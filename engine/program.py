@@ -19,7 +19,7 @@ import wasmtime
 import wasmtime.component as wc
 
 from wasm_oci.binary import sniff
-from wasm_oci.engine import cache, clocks, component_binary, polls
+from wasm_oci.engine import cache, clocks, component_binary, ffi, polls
 from wasm_oci.engine.cache import CompileCache, CorruptEntry
 from wasm_oci.errors import InvalidWasm, NoEntryPoint, UnsatisfiedImport
 
@@ -55,7 +55,7 @@ class _ComponentEntry:
         instance = self.linker.instantiate(store, self.component)
         run = instance.get_func(store, self.run)
         assert run is not None  # the index came from this component's own exports
-        return lambda: 0 if run(store).tag == "ok" else 1
+        return lambda: 0 if ffi.call_run(run, store) else 1
 
 
 class _ModuleEntry:
