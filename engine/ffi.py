@@ -80,7 +80,7 @@ def _strings_setter(name: str, arrays: int) -> Any:
     function object keeps its argument types: `dll[name]` makes a new one)."""
     setter = capi.dll[name]
     setter.restype = ctypes.c_bool
-    setter.argtypes = [ctypes.c_void_p, ctypes.c_size_t] + [ctypes.POINTER(ctypes.c_char_p)] * arrays
+    setter.argtypes = (ctypes.c_void_p, ctypes.c_size_t, *[ctypes.POINTER(ctypes.c_char_p)] * arrays)
     return setter
 
 

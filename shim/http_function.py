@@ -4,7 +4,7 @@ An image packaged with `--trigger http` (label `dev.wasm-oci.trigger`), or any W
 environment says `WASM_OCI_TRIGGER=http`, is not run once: from Start until it is stopped the
 daemon listens on `WASM_OCI_HTTP_ADDRESS` (default 0.0.0.0:8080) inside the task's network
 namespace (netns.py: the pod's under Kubernetes) and answers every request with a fresh
-instance of the guest, CGI-style: the same HTTP trigger as `wasm-oci serve` (engine/serve.py),
+instance of the guest, CGI-style: the same HTTP trigger as `wasm-oci serve` (engine/serve/),
 with its limits and hardening. The listening socket is bound at Create, so a port in use or a
 network namespace that is gone fails Create with a message, not Start.
 
