@@ -47,14 +47,18 @@ NOTE = f"""Where the rate stops: the clients (Python's http.client) run on the s
 about as much CPU per request as the baseline's server does (the CPU columns), so for either
 server requests/s <= {CPUS} CPUs / (server CPU + client CPU per request). The baseline's server is
 one process, its interpreter lock caps it near one CPU, about what the clients leave it. serve's
-workers use every CPU (a process each, sharing the socket), but a request costs serve about four
-times the baseline's CPU: a fresh Store, WASI context and instance through wasmtime-py is ~0.3 ms
-(profiled in-process: the CGI environment set through ctypes wrappers ~35 us, the component call's
-Python wrapper ~40 us over the bare C call, instantiation with its linear memory mapped through the
-engine's memory creator, the store's teardown), and serve's HTTP/1.1 handling and the glue around
-the guest add ~0.2 ms. To match the baseline here serve would need about the baseline server's
-own CPU per request; reusing instances would break the fresh-sandbox-per-request guarantee, and
-wasmtime's C API offers no pre-instantiated component to start from."""
+workers use every CPU (a process each, sharing the socket), but a request costs serve several
+times the baseline's CPU. Profiled in one process, a fresh sandboxed run of http.wasm is ~0.27 ms:
+the run spec and CGI variables ~20 us, Store ~10 us, WASI context ~55 us (argv and environment
+set from one ctypes array each, stdin from bytes, stdout and stderr opened by path), store
+limits and epoch watch ~15 us, instantiation ~75 us (~20 us of it the engine's memory creator in
+Python), the guest's own run ~45 us (wasmtime's WASI calls), the store's teardown ~30 us. The
+same server answering from Python instead of a guest spends ~0.16 ms on HTTP/1.1, and with
+several connections per worker the interpreter lock's hand-offs between their threads add
+~0.1-0.2 ms (one connection on one worker: ~0.47 ms per request; eight: ~0.66 ms). To match the
+baseline here serve would need about the baseline server's own CPU per request (~0.15 ms), less
+than a fresh instance alone costs through wasmtime-py; reusing instances would break the
+fresh-sandbox-per-request guarantee, and wasmtime's C API offers no pre-instantiated component to start from."""
 
 
 class BaselineHandler(BaseHTTPRequestHandler):
