@@ -19,7 +19,23 @@ BUNDLE_RECORD = "wasm-oci-control"
 """A file `start` writes in the task's bundle: the path of the daemon's control socket."""
 DELETED_RECORD = "wasm-oci-deleted"
 """A file the daemon writes in the task's bundle at the Delete RPC: the serialized
-DeleteResponse, which `shim delete` (the sh launcher: `cat`) prints as it is."""
+DeleteResponse as one line of printf(1) octal escapes (`printable`), which `shim delete` prints
+back to bytes; the sh launcher with builtins alone (reading the bytes would exec `cat` per delete)."""
+
+
+def printable(data: bytes) -> bytes:
+    """`data` as a line printf(1) turns back into exactly it: every byte an octal escape, so no
+    byte is a format directive, a backslash sequence or a NUL the shell cannot hold."""
+    return "".join(f"\\{byte:03o}" for byte in data).encode("ascii") + b"\n"
+
+
+def unprintable(line: bytes) -> bytes:
+    """The bytes a `printable` line stands for; ValueError if it is not one."""
+    text = line.decode("ascii").removesuffix("\n")
+    escapes = text.split("\\")
+    if escapes[0] or any(len(escape) != 3 for escape in escapes[1:]):
+        raise ValueError("not a line of octal escapes")
+    return bytes(int(escape, 8) for escape in escapes[1:])
 
 
 class Exited:

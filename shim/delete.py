@@ -33,8 +33,8 @@ def delete(flags: Flags) -> bytes:
     bundle = flags.bundle or os.getcwd()
     try:
         with open(os.path.join(bundle, control.DELETED_RECORD), "rb") as record:
-            return record.read()
-    except OSError:
+            return control.unprintable(record.read())
+    except (OSError, ValueError):  # none, or not whole: ask the daemon as if there were none
         pass
     exited = None
     try:

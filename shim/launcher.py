@@ -7,7 +7,8 @@ script that answers the common cases from files the daemon keeps:
   start   the task's group has a route (group.py) whose inputs match this call exactly and
           its daemon is alive with its door open (lifetime.py `Door`): take a reservation
           in the door, print the daemon's answer;
-  delete  the daemon left the DeleteResponse in the bundle at the Delete RPC: print it.
+  delete  the daemon left the DeleteResponse in the bundle at the Delete RPC (as printf
+          escapes, control.printable): print it.
 Anything else (no daemon, a daemon leaving or dead, unusual flags, other actions) goes to
 DIR/containerd-shim-wasm-oci-v1.py, the Python launcher, which runs `python -S` with this
 installation's package folders on sys.path (pip's console script would pay for `site` too).
@@ -39,7 +40,7 @@ main()
 """
 
 # Every read and write below is a shell builtin: the fast `start` execs only od(1) (its stdin,
-# the runtime options, may hold any byte) and cat(1) (the spec), the fast `delete` only cat(1).
+# the runtime options, may hold any byte) and cat(1) (the spec), the fast `delete` nothing.
 # Errors inside `fast` go to /dev/null: containerd reads start's stdout and stderr together.
 SH_TEMPLATE = r"""#!/bin/sh
 # {name}: written by `python -m wasm_oci.shim.launcher` (see wasm_oci/shim/launcher.py).
@@ -102,7 +103,9 @@ start() {{
 
 delete() {{
 	record=${{bundle:-.}}/{deleted_record}
-	[ -f "$record" ] && cat "$record"
+	[ -f "$record" ] && IFS= read -r escaped <"$record" || return 1
+	case $escaped in *[!0-7\\]*) return 1 ;; esac
+	printf "$escaped"
 }}
 
 fast() {{

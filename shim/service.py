@@ -67,12 +67,12 @@ def _stdio_path(uri: str, name: str) -> str:
 
 
 def _record_deleted(bundle: str, response: bytes) -> None:
-    """The DeleteResponse, whole (renamed into place), where `shim delete` prints it from."""
+    """The DeleteResponse, whole (renamed into place), where `shim delete` prints it from (control.DELETED_RECORD)."""
     path = os.path.join(bundle, control.DELETED_RECORD)
     temporary = f"{path}.tmp"
     try:
         with open(temporary, "wb") as file:
-            file.write(response)
+            file.write(control.printable(response))
         os.replace(temporary, path)
     except OSError:
         log.warning("cannot record the deletion in %s: `shim delete` will report 137", bundle)

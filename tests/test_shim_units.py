@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from wasm_oci.errors import RpcError, ShimConfigError, UsageError
 from wasm_oci.proto import task_pb2
-from wasm_oci.shim import cgroups, config, group, runtime_spec, wire
+from wasm_oci.shim import cgroups, config, control, group, runtime_spec, wire
 from wasm_oci.shim.flags import parse
 from wasm_oci.shim.guest import resolve_in
+from wasm_oci.shim.launcher import write as write_launcher
 
 
 def test_flags_follow_go_flag_syntax() -> None:
@@ -176,3 +179,23 @@ def test_cpu_limits_and_cgroups_path_come_from_the_spec() -> None:
         "config.json",
     )
     assert (odd.cpu, odd.cpu.enforce, odd.memory_limit, odd.cgroups_path) == (cgroups.CpuLimits(), False, None, "")
+
+
+@pytest.mark.parametrize("shell", ["dash", "bash"])
+def test_the_sh_launcher_prints_the_deleted_record_back_to_every_byte(shell: str, tmp_path: Path) -> None:
+    path = shutil.which(shell)
+    if path is None:
+        pytest.skip(f"{shell} is not installed")
+    launcher = write_launcher(tmp_path / "bin")
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    argv = [path, str(launcher), "-namespace", "default", "-id", "t1", "-bundle", str(bundle), "delete"]
+    for data in (bytes(range(256)), b"", b"%s%n\\\n\x00", task_pb2.DeleteResponse(pid=7, exit_status=137).SerializeToString()):
+        record = control.printable(data)
+        assert control.unprintable(record) == data
+        (bundle / control.DELETED_RECORD).write_bytes(record)
+        printed = subprocess.run(argv, capture_output=True, timeout=10, check=True)
+        assert printed.stdout == data
+    for broken in (b"\\12", b"x\\101\n", b"\\1011\n"):
+        with pytest.raises(ValueError):
+            control.unprintable(broken)
