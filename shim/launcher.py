@@ -39,8 +39,9 @@ from wasm_oci.shim.main import main
 main()
 """
 
-# Every read and write below is a shell builtin: the fast `start` execs only od(1) (its stdin,
-# the runtime options, may hold any byte) and cat(1) (the spec), the fast `delete` nothing.
+# Every read and write below is a shell builtin: the fast `start` execs only cat(1) (the spec)
+# and, when containerd passes runtime options (stdin other than /dev/null, any byte), od(1); the
+# fast `delete` execs nothing.
 # Errors inside `fast` go to /dev/null: containerd reads start's stdout and stderr together.
 SH_TEMPLATE = r"""#!/bin/sh
 # {name}: written by `python -m wasm_oci.shim.launcher` (see wasm_oci/shim/launcher.py).
@@ -84,8 +85,12 @@ start() {{
 	[ "$route" -nt "$address" ] && [ "$route" -nt "$publish" ] || return 1
 	if [ -n "$r_source" ]; then [ "$route" -nt "$r_source" ] || return 1; fi
 	if [ -n "$r_absent" ]; then [ ! -e "$r_absent" ] || return 1; fi
-	options=$(od -An -v -tx1) || return 1
-	hexed=1
+	if [ /dev/stdin -ef /dev/null ]; then  # containerd's stdin when it has no runtime options
+		options=
+	else
+		options=$(od -An -v -tx1) || return 1
+		hexed=1
+	fi
 	set -- $options
 	[ "$*" = "$r_options" ] || return 1
 	# Reserve first, then check the door: a leaving daemon closes the door, then looks for

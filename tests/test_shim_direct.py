@@ -287,9 +287,10 @@ def _executed(trace: Path) -> list[str]:
 
 
 def _traced(
-    shim: Shim, task_id: str, action: str, bundle: Path, stdin: bytes = b""
+    shim: Shim, task_id: str, action: str, bundle: Path, stdin: bytes | None = None
 ) -> tuple[subprocess.CompletedProcess[bytes], list[str]]:
-    """`action` through the sh launcher under strace: the result and the programs it ran."""
+    """`action` through the sh launcher under strace: the result and the programs it ran. stdin
+    None: /dev/null, what containerd gives `start` when it has no runtime options."""
     strace = shutil.which("strace")
     if strace is None:
         pytest.skip("strace is not installed")
@@ -297,7 +298,8 @@ def _traced(
     argv = [strace, "-f", "-qq", "-e", "trace=execve", "-o", str(trace), str(shim.launcher)]
     argv += ["-namespace", NAMESPACE, "-address", str(shim.containerd.address), "-publish-binary", find_tool("containerd"), "-id", task_id]
     argv += ["-bundle", str(bundle), action] if action == "delete" else [action]
-    result = subprocess.run(argv, cwd=bundle, env=shim.env(), input=stdin, capture_output=True, timeout=60, check=False)
+    given: dict[str, object] = {"stdin": subprocess.DEVNULL} if stdin is None else {"input": stdin}
+    result = subprocess.run(argv, cwd=bundle, env=shim.env(), capture_output=True, timeout=60, check=False, **given)
     return result, _executed(trace)
 
 
@@ -339,7 +341,10 @@ def test_start_and_delete_run_no_python_while_the_daemon_serves(tmp_path: Path, 
         started, programs = _traced(shim, "fast-2", "start", bundle)
         assert started.returncode == 0, started.stderr.decode()
         assert started.stdout == f'{{"version":3,"address":"{first["address"]}","protocol":"ttrpc"}}'.encode()
-        assert not _pythons(programs), programs
+        assert [Path(program).name for program in programs] == [shim.launcher.name, "cat"], programs
+        # Options on a pipe, even none, are read whole (od) before they are compared.
+        piped, programs = _traced(shim, "fast-3", "start", shim.bundle("fast-3", hello), stdin=b"")
+        assert piped.stdout == started.stdout and [Path(program).name for program in programs] == [shim.launcher.name, "cat", "od"]
         reservation = _group_dir(shim.run_dir) / "reserved" / f"{NAMESPACE}@fast-2"
         assert reservation.exists()
         response = asyncio.run(_run_to_deletion(str(first["address"]), "fast-2", bundle))
