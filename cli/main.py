@@ -2,44 +2,56 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
 from wasm_oci import __version__
-from wasm_oci.cli.distribution_commands import copy_cmd, inspect_cmd, login_cmd, logout_cmd, package_cmd, pull_cmd, push_cmd
 from wasm_oci.cli.output import printable
-from wasm_oci.cli.run import run_cmd, serve_cmd
-from wasm_oci.cli.signing_commands import keygen_cmd, sign_cmd, verify_cmd
-from wasm_oci.cli.store import images_cmd, prune_cmd, rm_cmd, tag_cmd
 from wasm_oci.errors import WasmOciError
 
+COMMANDS = {
+    "package": ("distribution_commands", "package_cmd"),
+    "push": ("distribution_commands", "push_cmd"),
+    "pull": ("distribution_commands", "pull_cmd"),
+    "inspect": ("distribution_commands", "inspect_cmd"),
+    "copy": ("distribution_commands", "copy_cmd"),
+    "login": ("distribution_commands", "login_cmd"),
+    "logout": ("distribution_commands", "logout_cmd"),
+    "keygen": ("signing_commands", "keygen_cmd"),
+    "sign": ("signing_commands", "sign_cmd"),
+    "verify": ("signing_commands", "verify_cmd"),
+    "run": ("run", "run_cmd"),
+    "serve": ("run", "serve_cmd"),
+    "images": ("store", "images_cmd"),
+    "tag": ("store", "tag_cmd"),
+    "rm": ("store", "rm_cmd"),
+    "prune": ("store", "prune_cmd"),
+}
+"""Command name -> (module under wasm_oci.cli, attribute)."""
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """Imports a command's module when that command is looked up (to run it, or to list it in
+    --help), not at start-up: every invocation pays for one command's imports, not all of them
+    (`push` does not load the engine, `run` not the signing code)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = COMMANDS.get(cmd_name)
+        if found is None:
+            return None
+        command: click.Command = getattr(importlib.import_module(f"wasm_oci.cli.{found[0]}"), found[1])
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="wasm-oci")
 def cli() -> None:
     """Package, distribute and run WebAssembly components as OCI artifacts."""
-
-
-for command in (
-    package_cmd,
-    push_cmd,
-    pull_cmd,
-    inspect_cmd,
-    copy_cmd,
-    login_cmd,
-    logout_cmd,
-    keygen_cmd,
-    sign_cmd,
-    verify_cmd,
-    run_cmd,
-    serve_cmd,
-    images_cmd,
-    tag_cmd,
-    rm_cmd,
-    prune_cmd,
-):
-    cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> None:

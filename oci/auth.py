@@ -12,7 +12,6 @@ import base64
 import json
 import os
 import re
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,9 +22,7 @@ from wasm_oci.files import atomic_write
 from wasm_oci.oci import documents
 
 if TYPE_CHECKING:
-    import requests
-
-    from wasm_oci.oci.transport import Transport
+    from wasm_oci.oci.transport import Response, Transport
 
 MAX_TOKEN_RESPONSE = 1 << 20
 MAX_TOKEN = 64 << 10
@@ -56,6 +53,8 @@ def _host_keys(host: str) -> list[str]:
 
 
 def _run_helper(helper: str, action: str, payload: str) -> str:
+    import subprocess  # ~4 ms to import, for the few configs that name a credential helper
+
     binary = f"docker-credential-{helper}"
     try:
         proc = subprocess.run([binary, action], input=payload.encode(), capture_output=True, timeout=60)
@@ -199,7 +198,7 @@ class Authenticator:
         token = self._tokens.get(scope)
         return {"Authorization": f"Bearer {token}"} if token else {}
 
-    def answer(self, response: requests.Response, scope: str) -> dict[str, str]:
+    def answer(self, response: Response, scope: str) -> dict[str, str]:
         """Given a 401, return headers to retry with, or raise AuthenticationError."""
         header = response.headers.get("WWW-Authenticate", "")
         challenge = Challenge.parse(header)

@@ -1,16 +1,15 @@
 """A repository on an OCI distribution registry, as a content store.
 
-A `RemoteRepository` is an oras-py `Registry` (its session, TLS and cookie settings), so
-oras-py's own operations (`get_tags`, `delete_tag`, `get_manifest`, ...) work on it too, through
-the request layer below. Where oras-py falls short for this project it is overridden here:
-  * `do_request`: answers `Basic` as well as `Bearer` challenges (oras-py's token backend only
-    does Bearer), sends credentials only to the registry's own origin, and maps registry error
-    codes to this project's exceptions; the HTTP itself (deadline, redirects, size caps, the
-    mapping of transport failures) is `transport.Transport`'s;
-  * blob transfer: uploads stream from an iterator with a known length (oras-py reads whole
-    files into memory) and downloads hand raw chunks to the caller's digest check;
+`RemoteRepository` speaks the distribution API over `transport.Transport` (the deadline,
+redirects, size caps and the mapping of transport failures are the transport's); here:
+  * `do_request`: answers `Basic` and `Bearer` challenges, sends credentials only to the
+    registry's own origin, and maps registry error codes to this project's exceptions;
+  * blob transfer: uploads stream from an iterator with a known length and downloads hand raw
+    chunks to the caller's digest check;
   * manifests are handled as raw bytes, so digests are of exactly what the registry serves;
   * referrers pages are followed on the same origin only, each once, up to MAX_PAGES.
+oras-py's own operations (`get_tags`, `delete_tag`, ...) run through the same request layer on
+an `oras_compat.OrasRepository`; oras-py is imported there only, not on push's or pull's path.
 """
 
 from __future__ import annotations
@@ -21,9 +20,6 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import urljoin
-
-import oras.provider
-import requests
 
 from wasm_oci.errors import (
     AuthenticationError,
@@ -40,7 +36,7 @@ from wasm_oci.oci.descriptor import Descriptor
 from wasm_oci.oci.options import RegistryOptions
 from wasm_oci.oci.reference import RegistryReference
 from wasm_oci.oci.target import checked, fetch_bytes
-from wasm_oci.oci.transport import Transport, origin
+from wasm_oci.oci.transport import Body, Response, Transport, origin
 
 _ACCEPT = ", ".join([mediatypes.OCI_MANIFEST, mediatypes.OCI_INDEX, mediatypes.DOCKER_MANIFEST, mediatypes.DOCKER_MANIFEST_LIST])
 _NOT_FOUND_CODES = {"MANIFEST_UNKNOWN", "BLOB_UNKNOWN", "NAME_UNKNOWN", "BLOB_UPLOAD_UNKNOWN"}
@@ -53,38 +49,10 @@ def api_host(registry: str) -> str:
     return "registry-1.docker.io" if registry in ("docker.io", "index.docker.io") else registry
 
 
-class _SizedReader:
-    """A file-like view of a chunk iterator with a known length, so requests streams it with Content-Length.
-
-    Reads may be short (http.client only needs b"" at the end); slicing never copies more than
-    what is returned, so a single huge chunk costs no more than many small ones.
-    """
-
-    def __init__(self, chunks: Iterable[bytes], size: int) -> None:
-        self._chunks = iter(chunks)
-        self._size = size
-        self._current = b""
-        self._offset = 0
-
-    def __len__(self) -> int:
-        return self._size
-
-    def read(self, n: int = -1) -> bytes:
-        while self._offset >= len(self._current):
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return b""
-            self._current, self._offset = chunk, 0
-        end = len(self._current) if n is None or n < 0 else self._offset + n
-        out = self._current[self._offset : end]
-        self._offset += len(out)
-        return out
-
-
-class RemoteRepository(oras.provider.Registry):  # type: ignore[misc]  # oras-py ships no type information
+class RemoteRepository:
     def __init__(self, ref: RegistryReference, options: RegistryOptions | None = None) -> None:
         self.options = options or RegistryOptions()
-        super().__init__(hostname=ref.registry, insecure=self.options.plain_http, tls_verify=self.options.verify)
+        self.prefix = "http" if self.options.plain_http else "https"
         self.registry = ref.registry
         self.repository = ref.repository
         self.root = f"{self.prefix}://{api_host(ref.registry)}"
@@ -94,7 +62,7 @@ class RemoteRepository(oras.provider.Registry):  # type: ignore[misc]  # oras-py
             if self.options.username
             else DockerConfig().credentials(ref.registry)
         )
-        self.transport = Transport(self.session, ref.registry, self.options.verify, self.options.timeout, self.options.deadline)
+        self.transport = Transport(ref.registry, self.options.verify, self.options.timeout, self.options.deadline)
         self.authenticator = Authenticator(ref.registry, self.transport, creds, secure=not self.options.plain_http)
 
     # -- transport -----------------------------------------------------------------------------
@@ -102,18 +70,16 @@ class RemoteRepository(oras.provider.Registry):  # type: ignore[misc]  # oras-py
         """Whether `url` is on the registry's own origin: the only one its credentials go to."""
         return origin(url) == origin(self.root)
 
-    def do_request(
+    def request(
         self,
         url: str,
         method: str = "GET",
         data: Any = None,
         headers: dict[str, str] | None = None,
         json: Any = None,
-        stream: bool = False,
-    ) -> requests.Response:
+    ) -> Response:
         """Send one request, answering an auth challenge once; idempotent reads retry briefly on 5xx/429.
-
-        The body is never read here (`stream` is kept for oras-py's callers: bodies always stream)."""
+        The body is never read here."""
         scope = f"repository:{self.repository}:" + ("pull" if method in ("GET", "HEAD") else "pull,push")
         attempts = 3 if method in ("GET", "HEAD") else 1
         own = self._own(url)
@@ -124,7 +90,7 @@ class RemoteRepository(oras.provider.Registry):  # type: ignore[misc]  # oras-py
             response = self.transport.request(method, url, sent, data)
             if response.status_code == 401 and own:
                 response.close()
-                if hasattr(data, "read"):
+                if isinstance(data, Body) or hasattr(data, "read"):  # streamed once: it cannot be sent again
                     raise AuthenticationError(f"{self.registry} refused the credentials for {self.repository}")
                 sent.update(self.authenticator.answer(response, scope))
                 response = self.transport.request(method, url, sent, data)
@@ -143,7 +109,7 @@ class RemoteRepository(oras.provider.Registry):  # type: ignore[misc]  # oras-py
             return response
         return response
 
-    def _errors(self, response: requests.Response) -> list[dict[str, Any]]:
+    def _errors(self, response: Response) -> list[dict[str, Any]]:
         """The distribution spec's error list, from at most MAX_ERROR_BODY bytes of the body."""
         try:
             doc = documents.load(self.transport.read(response, MAX_ERROR_BODY, "error response"), "error response")
@@ -152,7 +118,7 @@ class RemoteRepository(oras.provider.Registry):  # type: ignore[misc]  # oras-py
         errors = doc.get("errors")
         return [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
 
-    def _check(self, response: requests.Response, ok: tuple[int, ...], what: str) -> requests.Response:
+    def _check(self, response: Response, ok: tuple[int, ...], what: str) -> Response:
         if response.status_code in ok:
             return response
         errors = self._errors(response)
@@ -171,7 +137,7 @@ class RemoteRepository(oras.provider.Registry):  # type: ignore[misc]  # oras-py
         pinned = reference if reference.startswith(("sha256:", "sha512:")) else None
         ref = f"{self.registry}/{self.repository}" + (f"@{reference}" if pinned else f":{reference}")
         url = f"{self.base}/manifests/{reference}"
-        response = self._check(self.do_request(url, "HEAD", headers={"Accept": _ACCEPT}), (200,), str(ref))
+        response = self._check(self.request(url, "HEAD", headers={"Accept": _ACCEPT}), (200,), str(ref))
         response.close()
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         digest = response.headers.get("Docker-Content-Digest")
@@ -180,7 +146,7 @@ class RemoteRepository(oras.provider.Registry):  # type: ignore[misc]  # oras-py
             raise DigestMismatch(f"{ref}: registry reports digest {digest[:80]}")
         if digest and size.isdigit() and media_type:
             return Descriptor.from_json({"mediaType": media_type, "digest": digest, "size": int(size)}, f"HEAD of {ref}")
-        got = self._check(self.do_request(url, "GET", headers={"Accept": _ACCEPT}), (200,), str(ref))
+        got = self._check(self.request(url, "GET", headers={"Accept": _ACCEPT}), (200,), str(ref))
         body = self.transport.read(got, documents.MAX_DOCUMENT, f"manifest {ref}")
         media_type = got.headers.get("Content-Type", "").split(";")[0].strip() or mediatypes.OCI_MANIFEST
         desc = Descriptor.from_json({"mediaType": media_type, "digest": digests.of_bytes(body), "size": len(body)}, f"GET of {ref}")
@@ -193,7 +159,7 @@ class RemoteRepository(oras.provider.Registry):  # type: ignore[misc]  # oras-py
         return f"{self.base}/{kind}/{desc.digest}"
 
     def exists(self, desc: Descriptor) -> bool:
-        response = self.do_request(self._url(desc), "HEAD", headers={"Accept": _ACCEPT})
+        response = self.request(self._url(desc), "HEAD", headers={"Accept": _ACCEPT})
         if response.status_code == 404:
             response.close()
             return False
@@ -202,14 +168,14 @@ class RemoteRepository(oras.provider.Registry):  # type: ignore[misc]  # oras-py
 
     @contextlib.contextmanager
     def fetch(self, desc: Descriptor) -> Iterator[Iterator[bytes]]:
-        response = self.do_request(self._url(desc), "GET", headers={"Accept": desc.media_type}, stream=True)
+        response = self.request(self._url(desc), "GET", headers={"Accept": desc.media_type})
         with response:
             self._check(response, (200,), desc.digest)
             yield self.transport.chunks(response)
 
     def push_blob(self, desc: Descriptor, chunks: Iterable[bytes]) -> None:
         chunks = digests.verified(chunks, desc.digest, desc.size, f"blob {desc.digest}")
-        start = self._check(self.do_request(f"{self.base}/blobs/uploads/", "POST", headers={"Content-Length": "0"}), (202,), "start upload")
+        start = self._check(self.request(f"{self.base}/blobs/uploads/", "POST", headers={"Content-Length": "0"}), (202,), "start upload")
         start.close()
         location = start.headers.get("Location")
         if not location:
@@ -218,7 +184,7 @@ class RemoteRepository(oras.provider.Registry):  # type: ignore[misc]  # oras-py
         url = location + ("&" if "?" in location else "?") + f"digest={desc.digest}"
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(desc.size)}
         try:
-            response = self.do_request(url, "PUT", data=_SizedReader(chunks, desc.size), headers=headers)
+            response = self.request(url, "PUT", data=Body(chunks, desc.size), headers=headers)
         except WasmOciError:
             self._cancel(location)
             raise
@@ -227,15 +193,15 @@ class RemoteRepository(oras.provider.Registry):  # type: ignore[misc]  # oras-py
 
     def _cancel(self, location: str) -> None:
         with contextlib.suppress(WasmOciError):
-            self.do_request(location, "DELETE").close()
+            self.request(location, "DELETE").close()
 
     def push_manifest(self, desc: Descriptor, data: bytes, tag: str | None) -> None:
         self._put_manifest(desc, data, tag)
 
-    def _put_manifest(self, desc: Descriptor, data: bytes, tag: str | None) -> requests.Response:
+    def _put_manifest(self, desc: Descriptor, data: bytes, tag: str | None) -> Response:
         url = f"{self.base}/manifests/{tag or desc.digest}"
         data = checked(desc, data)
-        response = self.do_request(url, "PUT", data=data, headers={"Content-Type": desc.media_type})
+        response = self.request(url, "PUT", data=data, headers={"Content-Type": desc.media_type})
         with response:
             self._check(response, (201,), f"manifest {desc.digest}")
         served = response.headers.get("Docker-Content-Digest")
@@ -261,7 +227,7 @@ class RemoteRepository(oras.provider.Registry):  # type: ignore[misc]  # oras-py
             if not self._own(url):
                 raise RegistryError(f"{self.registry}: the referrers of {digest} continue on another host ({url[:120]})")
             seen.add(url)
-            response = self.do_request(url, "GET", headers={"Accept": mediatypes.OCI_INDEX})
+            response = self.request(url, "GET", headers={"Accept": mediatypes.OCI_INDEX})
             if response.status_code == 404:
                 response.close()
                 return None
@@ -294,7 +260,7 @@ def _json_body(doc: Any) -> bytes:
     return json.dumps(doc).encode()
 
 
-def _describe(response: requests.Response, errors: list[dict[str, Any]]) -> str:
+def _describe(response: Response, errors: list[dict[str, Any]]) -> str:
     if errors:
         return "; ".join(f"{str(e.get('code', '?'))[:40]}: {str(e.get('message', ''))[:200]}".strip() for e in errors[:3])
     return f"HTTP {response.status_code} {str(response.reason)[:80]}"

@@ -122,15 +122,15 @@ def test_bearer_token_flow(wasm_oci: ToolRunner, token_registry: RegistryServer,
 
 
 def test_oras_py_operations_run_through_our_auth(private_home: Path, secure_registry: RegistryServer) -> None:
-    """RemoteRepository extends oras-py's Registry: its inherited calls get Basic auth, CA and error mapping."""
+    """OrasRepository extends oras-py's Registry: its inherited calls get Basic auth, CA and error mapping."""
     from wasm_oci.oci import distribution as api
     from wasm_oci.oci.options import RegistryOptions
+    from wasm_oci.oci.oras_compat import OrasRepository
     from wasm_oci.oci.reference import parse
-    from wasm_oci.oci.remote import RemoteRepository
 
     reg = secure_registry
     options = RegistryOptions(ca_file=reg.ca_cert, username=reg.username, password=reg.password)
     for tag in ("a", "b"):
         api.push(str(HELLO), f"{reg.host}/secure/oras-py:{tag}", options, options)
-    repo = RemoteRepository(parse(f"{reg.host}/secure/oras-py:a"), options)  # type: ignore[arg-type]
+    repo = OrasRepository(parse(f"{reg.host}/secure/oras-py:a"), options)  # type: ignore[arg-type]
     assert sorted(repo.get_tags(f"{reg.host}/secure/oras-py")) == ["a", "b"]

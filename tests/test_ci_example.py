@@ -7,6 +7,8 @@ import re
 import shlex
 from pathlib import Path
 
+import click
+
 from services.registry import RegistryServer
 from services.tools import ToolRunner
 from services.wasmgen import HELLO
@@ -27,8 +29,10 @@ def _invocations() -> list[list[str]]:
 def test_workflow_uses_only_real_commands_and_flags() -> None:
     invocations = _invocations()
     assert {args[0] for args in invocations} == {"login", "push", "inspect", "copy"}
+    context = click.Context(cli)
     for args in invocations:
-        command = cli.commands[args[0]]
+        command = cli.get_command(context, args[0])
+        assert command is not None, args
         known = {opt for param in command.params for opt in getattr(param, "opts", [])}
         used = {word for word in args[1:] if word.startswith("-")}
         assert used <= known, (args, used - known)
