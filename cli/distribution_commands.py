@@ -14,8 +14,8 @@ from wasm_oci.cli.common_options import build_registry_options, output_format, r
 from wasm_oci.cli.output import ProgressLine, emit_json, human_size, printable
 from wasm_oci.cli.signing_commands import report_signed, report_trust, sign_key_option, signature_lines, verify_key_option
 from wasm_oci.oci.artifact import WasmArtifact
-from wasm_oci.oci.distribution import names_wasm_file
 from wasm_oci.oci.package import TRIGGERS
+from wasm_oci.wasm_file import names_wasm_file
 
 if TYPE_CHECKING:
     from wasm_oci.signing.attach import Attached

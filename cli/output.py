@@ -6,11 +6,12 @@ import json
 import re
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from wasm_oci.oci.descriptor import Descriptor
+if TYPE_CHECKING:
+    from wasm_oci.oci.descriptor import Descriptor
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 

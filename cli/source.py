@@ -13,17 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from wasm_oci import api, paths
 from wasm_oci.errors import SignatureError
 from wasm_oci.oci import digest as digests
-from wasm_oci.oci import distribution
-from wasm_oci.oci.artifact import read as read_artifact
-from wasm_oci.oci.layout import OCILayout
-from wasm_oci.oci.options import RegistryOptions
-from wasm_oci.oci.package import TITLE
-from wasm_oci.oci.target import MAX_WASM, fetch_bytes
+from wasm_oci.wasm_file import names_wasm_file, read_wasm_file
 
 if TYPE_CHECKING:
+    from wasm_oci.oci.options import RegistryOptions
     from wasm_oci.signing.keys import PublicKey
     from wasm_oci.signing.trust import Decision
 
@@ -43,11 +38,18 @@ class Source:
 def resolve(src: str, options: RegistryOptions | None = None, verify_keys: Sequence[PublicKey] = ()) -> Source:
     """`verify_keys` (--verify-key) replace the trust policy's keys for a reference."""
     path = Path(src)
-    if distribution.names_wasm_file(src):
+    if names_wasm_file(src):
         if verify_keys:
             raise SignatureError(f"{src} is a file, which carries no signature to verify (--verify-key needs a reference)")
-        wasm = distribution.read_wasm_file(path)
+        wasm = read_wasm_file(path)
         return Source(wasm, digests.of_bytes(wasm), path.name)
+    # A reference: the registry and store code is imported only now (a file's run skips ~30 ms of it).
+    from wasm_oci import api, paths
+    from wasm_oci.oci.artifact import read as read_artifact
+    from wasm_oci.oci.layout import OCILayout
+    from wasm_oci.oci.package import TITLE
+    from wasm_oci.oci.target import MAX_WASM, fetch_bytes
+
     pulled = api.pull(src, options, verify_keys=verify_keys)
     store = OCILayout(paths.local_store())
     artifact = read_artifact(store, pulled.descriptor)

@@ -32,6 +32,7 @@ from wasm_oci.oci.memory_store import MemoryStore
 from wasm_oci.oci.options import RegistryOptions
 from wasm_oci.oci.reference import LayoutReference, Reference, RegistryReference
 from wasm_oci.oci.target import Target
+from wasm_oci.wasm_file import is_path, names_wasm_file, read_wasm_file
 
 __all__ = [
     "PackageOptions",
@@ -104,17 +105,6 @@ def _tag_of(ref: Reference) -> str | None:
     return ref.tag if isinstance(ref, RegistryReference) else ref.name
 
 
-def read_wasm_file(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise NotFound(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InvalidWasm(f"{path} is a directory, not a .wasm file") from None
-    except OSError as exc:
-        raise StoreError(f"cannot read {path}: {exc.strerror}") from None
-
-
 def package_file(path: Path, opts: PackageOptions = PackageOptions()) -> tuple[packaging.Packaged, bytes]:
     wasm = read_wasm_file(path)
     try:
@@ -140,23 +130,11 @@ def package(path: Path, dest: str, opts: PackageOptions = PackageOptions()) -> R
     return Result(str(ref.with_digest(packaged.manifest.digest)), packaged.manifest)
 
 
-def names_wasm_file(source: str) -> bool:
-    """Whether a SOURCE argument means a .wasm file rather than a reference (push, copy, run)."""
-    return source.endswith(".wasm") or (not source.startswith("oci:") and _is(Path.is_file, source))
-
-
-def _is(test: Callable[[Path], bool], text: str) -> bool:
-    try:
-        return test(Path(text))
-    except (OSError, ValueError):  # a name too long for a path, a NUL: not a file anyway
-        return False
-
-
 def parse_source(text: str) -> Reference:
     """A reference, with a word for the directory people pass by mistake (a name would otherwise
     be looked up in the local store and reported missing there)."""
-    if not text.startswith("oci:") and ("/" in text or text.startswith(".")) and _is(Path.is_dir, text):
-        layout = " (it holds an OCI image layout: use oci:" + text + ")" if _is(Path.is_file, f"{text}/oci-layout") else ""
+    if not text.startswith("oci:") and ("/" in text or text.startswith(".")) and is_path(Path.is_dir, text):
+        layout = " (it holds an OCI image layout: use oci:" + text + ")" if is_path(Path.is_file, f"{text}/oci-layout") else ""
         raise InvalidReference(f"{text} is a directory; expected a .wasm file, oci:PATH for an OCI layout, or a reference{layout}")
     return references.parse(text)
 

@@ -14,6 +14,8 @@ import pytest
 import wasmtime
 from test_engine import cli_component
 
+from services.startup import loaded
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 HELLO = str(EXAMPLES / "hello" / "hello.wasm")
@@ -156,3 +158,11 @@ def test_serve_answers_requests_and_stops_on_ctrl_c(home: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(5) == 0
+
+
+def test_running_a_file_imports_no_registry_code(tmp_path: Path) -> None:
+    """`run FILE.wasm` pays for the engine only: the registry, store and signing code (and
+    oras-py, requests, cryptography) stay unimported, ~40 ms of a run's start-up."""
+    env = {"HOME": str(tmp_path), "WASM_OCI_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
+    names = ("oras", "requests", "cryptography", "http.client", "wasm_oci.api", "wasm_oci.oci.distribution", "wasm_oci.signing", "wasmtime")
+    assert loaded(["run", HELLO], env, names) == ["wasmtime"]

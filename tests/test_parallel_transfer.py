@@ -7,8 +7,6 @@ here) that holds every blob request open until another one has arrived or a dead
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +16,7 @@ import pytest
 
 from services.hostile_registry import FAULTS, HostileRegistry, Route, _Handler, hello_artifact, send, send_error_json, sha256
 from services.registry import RegistryServer
+from services.startup import loaded
 from services.wasmgen import HELLO
 from wasm_oci.errors import DigestMismatch
 from wasm_oci.oci import distribution as api
@@ -166,18 +165,6 @@ def test_a_rejected_upload_stops_the_push_and_tags_nothing(hostile: HostileRegis
     assert hostile.tags == {} and hostile.manifests == {}, "a manifest or tag was pushed after a blob failed"
 
 
-PROBE = """
-import sys
-from wasm_oci.cli.main import main
-try:
-    main(sys.argv[1:])
-except SystemExit as exit:
-    assert not exit.code, exit.code
-heavy = ("oras", "requests", "urllib3", "jsonschema", "cryptography", "wasmtime", "wasm_oci.engine", "concurrent.futures")
-print("loaded:", *sorted(name for name in heavy if name in sys.modules))
-"""
-
-
 @pytest.mark.parametrize("command", ["push", "pull", "inspect"])
 def test_registry_commands_load_neither_oras_nor_requests(command: str, registry: RegistryServer, tmp_path: Path) -> None:
     """oras-py (jsonschema) and requests cost ~150 ms to import; no command's path needs them (nor
@@ -191,9 +178,7 @@ def test_registry_commands_load_neither_oras_nor_requests(command: str, registry
     }
 
     def probe(*args: str | Path) -> str:
-        run = subprocess.run([sys.executable, "-c", PROBE, *map(str, args)], capture_output=True, text=True, env=env, timeout=60)
-        assert run.returncode == 0, run.stderr
-        return run.stdout.splitlines()[-1].removeprefix("loaded:").strip()
+        return " ".join(loaded(args, env))
 
     probe("package", HELLO, "-t", "startup:1")  # packaging validates the wasm with wasmtime: not what is probed
     pushed = probe("push", "startup:1", ref, "--plain-http")
