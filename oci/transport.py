@@ -239,12 +239,13 @@ class Transport:
         raise RegistryError(f"{self.host} redirected more than {MAX_REDIRECTS} times")
 
     # -- connections ---------------------------------------------------------------------------
-    def _connection(self, key: _Origin, per_read: float) -> tuple[http.client.HTTPConnection, bool]:
-        """An idle kept-alive connection to `key` (one the server closed meanwhile is dropped), else a
-        new one; and whether it goes through an HTTP proxy (requests then name the whole URL)."""
+    def _connection(self, key: _Origin, per_read: float, reuse: bool) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle kept-alive connection to `key` if `reuse` (one the server closed meanwhile is
+        dropped), else a new one; and whether it goes through an HTTP proxy (requests then name
+        the whole URL)."""
         with self._lock:
             idle = self._idle.get(key) or []
-            conn = idle.pop() if idle else None
+            conn = idle.pop() if idle and reuse else None
         if conn is not None and conn.sock is not None and select.select([conn.sock], [], [], 0)[0]:
             conn.close()  # readable while idle: the server closed it (or sent what nobody asked for)
         scheme, host, port = key
@@ -296,11 +297,14 @@ class Transport:
 
     def _release(self, key: _Origin, conn: http.client.HTTPConnection) -> Any:
         def release(response: Response) -> None:
-            if response.complete() and not self.cutoff.expired:
+            # Kept only if the body was read whole and the server did not announce the close
+            # (Connection: close, HTTP/1.0): tinyproxy, for one, closes after every response,
+            # and a request sent meanwhile on that connection would be lost with it.
+            if response.complete() and not response.raw.will_close and not self.cutoff.expired:
                 with self._lock:
                     self._idle.setdefault(key, []).append(conn)
             else:
-                conn.close()  # a body left unread: the connection cannot carry another request
+                conn.close()
 
         return release
 
@@ -314,13 +318,16 @@ class Transport:
     def _send(self, method: str, url: str, headers: dict[str, str], data: Any) -> Response:
         replayable = data is None or isinstance(data, (bytes, str))
         try:
-            return self._exchange(method, url, headers, data)
+            return self._exchange(method, url, headers, data, reuse=replayable)
         except _Dropped as dropped:
             if not replayable:
                 raise self.error(dropped.cause) from None
-            return self._exchange(method, url, headers, data)  # on a new connection: the idle ones of this origin are gone
+            return self._exchange(method, url, headers, data, reuse=True)  # on a new connection: the idle ones of this origin are gone
 
-    def _exchange(self, method: str, url: str, headers: dict[str, str], data: Any) -> Response:
+    def _exchange(self, method: str, url: str, headers: dict[str, str], data: Any, reuse: bool) -> Response:
+        """One request and its response head. `reuse`: it may go on an idle kept-alive connection; a
+        streamed body, which cannot be sent twice, always gets a new one (a server may close an
+        idle connection at any moment, after the check that it is still open)."""
         self.cutoff.check()
         per_read = max(0.01, min(self.timeout, self.cutoff.remaining()))
         conn: http.client.HTTPConnection | None = None
@@ -331,7 +338,7 @@ class Transport:
             if not host:
                 raise ValueError(f"no host in {url[:120]!r}")
             key = (scheme, host.lower(), port)
-            conn, absolute = self._connection(key, per_read)
+            conn, absolute = self._connection(key, per_read, reuse)
             reused = conn.sock is not None
             target = url.split("#", 1)[0] if absolute else (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             conn.putrequest(method, target, skip_accept_encoding=True)

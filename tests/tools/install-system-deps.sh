@@ -5,7 +5,7 @@
 #   sid:      containerd 2.1 + ctr, oras, cosign, crane, docker-registry (CNCF distribution),
 #             containerd's API .proto files, CRI v1's api.proto, CNI plugins
 #   trixie:   containerd 1.7 + ctr (the 1.x line, task API v2), unpacked into a separate root
-#   bookworm: runc (the baseline for benchmarks)
+#   bookworm: runc (the baseline for benchmarks), tinyproxy (an HTTP forward proxy)
 #   crates.io: WASI 0.2.0's WIT files (the `wasi` crate), for building wasi:http test guests
 # Idempotent: a package already unpacked (stamp file) is skipped. Prints the bin dir.
 set -euo pipefail
@@ -38,7 +38,7 @@ fetch() {
 
 fetch sid "$prefix/root" containerd oras cosign crane docker-registry golang-github-containerd-containerd-api-dev
 fetch trixie "$prefix/containerd-1.7" containerd
-fetch bookworm "$prefix/root" runc busybox-static
+fetch bookworm "$prefix/root" runc busybox-static tinyproxy-bin  # tinyproxy: the forward proxy of the registry-proxy tests
 fetch sid "$prefix/root" golang-github-containerd-ttrpc-dev  # ttrpc's request.proto, for tests/test_proto_drift.py
 fetch sid "$prefix/root" golang-k8s-cri-api-dev  # CRI v1 api.proto, for tests/test_proto_drift.py
 fetch sid "$prefix/root" containernetworking-plugins  # CNI bridge, host-local, loopback, portmap (usr/lib/cni)
@@ -60,7 +60,7 @@ fi
 command -v ip >/dev/null || { apt-get -qq update && apt-get -qq install -y iproute2; } >&2
 
 mkdir -p "$prefix/bin"
-for tool in containerd ctr oras cosign crane docker-registry containerd-shim-runc-v2; do
+for tool in containerd ctr oras cosign crane docker-registry containerd-shim-runc-v2 tinyproxy; do
   ln -sf "$prefix/root/usr/bin/$tool" "$prefix/bin/$tool"
 done
 ln -sf "$prefix/root/usr/sbin/runc" "$prefix/bin/runc"
