@@ -17,6 +17,7 @@ COMMANDS = {
     "pull": ("distribution_commands", "pull_cmd"),
     "inspect": ("distribution_commands", "inspect_cmd"),
     "copy": ("distribution_commands", "copy_cmd"),
+    "tags": ("registry_commands", "tags_cmd"),
     "login": ("distribution_commands", "login_cmd"),
     "logout": ("distribution_commands", "logout_cmd"),
     "keygen": ("signing_commands", "keygen_cmd"),

@@ -75,6 +75,11 @@ class LayoutReference:
 Reference = RegistryReference | LayoutReference
 
 
+def is_tag(text: str) -> bool:
+    """Whether `text` is a tag by the distribution spec's grammar (what a registry lists must be)."""
+    return _TAG.fullmatch(text) is not None
+
+
 def _shown(text: str) -> str:
     """A reference as messages quote it: one bounded line, whatever was typed."""
     return repr(text if len(text) <= 200 else text[:200] + "...")

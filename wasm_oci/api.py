@@ -47,6 +47,7 @@ __all__ = [
     "push",
     "remove",
     "tag",
+    "tags",
 ]
 
 images = localstore.entries
@@ -57,6 +58,14 @@ remove = localstore.remove
 """remove(names): drop names from the local store; their blobs go at the next `prune`."""
 prune = localstore.prune
 """prune(): free the blobs no name reaches; (blobs removed, bytes freed)."""
+
+
+def tags(reference: str, options: RegistryOptions | None = None) -> list[str]:
+    """The tags of a registry repository (`HOST[:PORT]/REPO`, without tag or digest), in the
+    registry's order: every page of the listing, within one `options.deadline`."""
+    from wasm_oci.oci.oras_compat import repository_tags  # oras-py costs ~150 ms to import: only here
+
+    return repository_tags(reference, options)
 
 
 def load_private_key(path: Path, password: str | None) -> PrivateKey:

@@ -7,7 +7,8 @@ redirects to other hosts. Everything it is asked is recorded in `log` (with head
 can tell what a *second* server (`HostileRegistry` as a bystander or token service) received.
 
 Honest part: `/v2/`, HEAD/GET `manifests/<tag|digest>`, GET `blobs/<digest>`, the referrers API,
-`tags/list`, blob uploads (POST + PUT) and manifest PUT; optional Basic auth (`basic=(user, pw)`)
+`tags/list` (paged as distribution 3 pages it: `n` and `last`, and a `Link` to the next page;
+`params['tags_page']` pages without `n`, as Docker Hub does), blob uploads (POST + PUT) and manifest PUT; optional Basic auth (`basic=(user, pw)`)
 or Bearer auth against `token_realm` (any server's `/token` path issues tokens).
 Faults: `mode` is "CLASS.NAME" (see `FAULTS`); `params` carries a fault's knobs.
 """
@@ -371,7 +372,7 @@ class HostileRegistry:
             doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": self.referrers.get(route.ref, [])}
             return send(h, 200, json.dumps(doc).encode(), {"Content-Type": OCI_INDEX})
         if route.kind == "tags":
-            return send(h, 200, json.dumps({"name": route.name, "tags": sorted(self.tags)}).encode(), {"Content-Type": "application/json"})
+            return _tag_page(h, self, route)
         if route.kind == "uploads":
             if h.command == "POST":
                 return send(h, 202, b"", {"Location": f"/v2/{route.name}/blobs/uploads/u{len(self.log)}", "Range": "0-0"})
@@ -383,6 +384,19 @@ class HostileRegistry:
                 return send(h, 201, b"", {"Docker-Content-Digest": digest})
             return send(h, 204)
         return send(h, 404, b"404 page not found\n", {"Content-Type": "text/plain"})
+
+
+def _tag_page(h: _Handler, owner: HostileRegistry, route: Route) -> None:
+    """The tags after `last`, at most `n` (else `params['tags_page']`, else all) of them, and a `Link` to the rest."""
+    names = sorted(owner.tags)
+    last = (route.query.get("last") or [""])[0]
+    size = int((route.query.get("n") or [owner.params.get("tags_page", 0)])[0]) or len(names)
+    rest = [name for name in names if name > last]
+    page = rest[:size]
+    headers = {"Content-Type": "application/json"}
+    if len(rest) > size:
+        headers["Link"] = f'</v2/{route.name}/tags/list?n={size}&last={page[-1]}>; rel="next"'
+    send(h, 200, json.dumps({"name": route.name, "tags": page}).encode(), headers)
 
 
 # == faults ======================================================================================
@@ -452,7 +466,7 @@ def _referrers_body(h: _Handler, owner: HostileRegistry, route: Route) -> bool:
 
 # -- transport ----------------------------------------------------------------------------------
 def _target(owner: HostileRegistry, route: Route) -> bool:
-    """Which requests a transport fault hits: `params['on']` is manifest, blob, v2, referrers or token."""
+    """Which requests a transport fault hits: `params['on']` is manifest, blob, v2, referrers, token or tags."""
     on = owner.params.get("on", "manifest")
     return {
         "manifest": _is_manifest(route),
@@ -461,6 +475,7 @@ def _target(owner: HostileRegistry, route: Route) -> bool:
         "v2": route.kind == "v2",
         "referrers": route.kind == "referrers",
         "token": route.kind == "token",
+        "tags": route.kind == "tags",
     }[on]
 
 
@@ -576,6 +591,24 @@ def _link(h: _Handler, owner: HostileRegistry, route: Route) -> bool:
     entry = descriptor(OCI_MANIFEST, f"referrer page {page}".encode(), artifactType="application/vnd.example.sbom")
     doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}
     send(h, 200, json.dumps(doc).encode(), {"Content-Type": OCI_INDEX, "Link": f'<{link}>; rel="next"'})
+    return True
+
+
+@fault("pagination.tags")
+def _tags_pages(h: _Handler, owner: HostileRegistry, route: Route) -> bool:
+    """Tag list pages: `params['body']` (default: one tag per page, named after the page) as
+    `params['content_type']` (default JSON), with a `Link` to `params['next']`, as for referrers
+    ('self', 'chain', or a URL), or none."""
+    if route.kind != "tags":
+        return False
+    page = int((route.query.get("page") or ["0"])[0])
+    body = owner.params.get("body", json.dumps({"name": route.name, "tags": [f"page-{page}"]}).encode())
+    headers = {"Content-Type": owner.params.get("content_type", "application/json")}
+    nxt = owner.params.get("next")
+    if nxt:
+        link = h.path if nxt == "self" else f"/v2/{route.name}/tags/list?page={page + 1}" if nxt == "chain" else nxt
+        headers["Link"] = f'<{link}>; rel="next"'
+    send(h, 200, body, headers)
     return True
 
 
