@@ -40,6 +40,8 @@ even without `--verify-key`, and the engine read wasmtime's version through
 NO_TIMESTAMPS = "(the shim logged no `guest entered`)"
 _SHIM_ENTRY = re.compile(r"guest entered ([\d.]+) ms after Start")
 _ADJTIMEX = re.compile(r"time\.tv_sec:\s*(\d+)\s+time\.tv_usec:\s*(\d+)")
+_STATUS = re.compile(r"status:\s*(\d+)")
+_STA_NANO = 0x2000
 
 
 def guest_clock(stdout: str) -> int:
@@ -47,10 +49,14 @@ def guest_clock(stdout: str) -> int:
 
 
 def adjtimex_clock(stdout: str) -> int:
+    """busybox adjtimex's time in ns: its `tv_usec` holds nanoseconds when the kernel clock is in
+    nanosecond mode (STA_NANO in `status`, which an NTP daemon may set at any time)."""
     found = _ADJTIMEX.search(stdout)
-    if not found:
+    status = _STATUS.search(stdout)
+    if not found or not status:
         raise SystemExit(f"busybox adjtimex printed no time: {stdout!r}")
-    return int(found.group(1)) * 1_000_000_000 + int(found.group(2)) * 1000
+    fraction = int(found.group(2)) * (1 if int(status.group(1)) & _STA_NANO else 1000)
+    return int(found.group(1)) * 1_000_000_000 + fraction
 
 
 def shim_entry(log: str, task_id: str) -> float | None:

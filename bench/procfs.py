@@ -35,6 +35,12 @@ def available() -> int:
     return _number(PROC / "meminfo", "MemAvailable") * 1024
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """All CPUs' time since boot, and the part of it the hypervisor ran other guests on (steal), in ticks."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields[:8]), fields[7]
+
+
 def machine_threads() -> int:
     """Threads on the machine now (each takes a pid)."""
     return int((PROC / "loadavg").read_text().split()[3].split("/")[1])

@@ -30,6 +30,7 @@ import engine_serve
 import entry
 import http_density
 import http_proxy
+import procfs
 import throughput
 from common import REPO, SUMMARY_HEADER, Section, duration, table
 from stack import SHIM_INSTALL
@@ -106,7 +107,23 @@ baseline measured in its own run.
 """
 
 
-def report(sections: list[Section], quick: bool, took: float, previous: tuple[str, dict[str, list[str]]] = ("?", {})) -> str:
+def steal_line(steals: list[tuple[str, float]]) -> str:
+    """What the hypervisor took of this VM's CPUs per section: a section with much steal ran on
+    a slower machine than its neighbours in this report (both sides of its ratios alike, but a
+    CPU-bound side more), so its figures compare less well with other runs'."""
+    if not steals:
+        return ""
+    parts = ", ".join(f"{title} {share:.0%}" for title, share in steals)
+    return f"\n- CPU steal (time the hypervisor gave other guests) per section: {parts}"
+
+
+def report(
+    sections: list[Section],
+    quick: bool,
+    took: float,
+    previous: tuple[str, dict[str, list[str]]] = ("?", {}),
+    steals: list[tuple[str, float]] | None = None,
+) -> str:
     rows = [row for section in sections for row in section.summary]
     mode = "`--quick` (smoke run: few samples, small sizes; not a result)" if quick else "full"
     body = "\n".join(section.markdown() for section in sections)
@@ -136,7 +153,7 @@ namespace, state in a temp dir), so the benchmarks need root, as containerd does
 ## Machine
 
 {machine()}
-- commit {_commit()}; mode: {mode}; took {duration(took)}
+- commit {_commit()}; mode: {mode}; took {duration(took)}{steal_line(steals or [])}
 
 ## Summary
 
@@ -166,12 +183,15 @@ def main() -> None:
     ]
     began = time.perf_counter()
     sections = []
+    steals = []
     for run in modules:
-        started = time.perf_counter()
+        started, (total, stolen) = time.perf_counter(), procfs.cpu_ticks()
         sections.append(run(args.quick))
-        print(f"{sections[-1].title}: {duration(time.perf_counter() - started)}", file=sys.stderr)
+        after, stolen_after = procfs.cpu_ticks()
+        steals.append((sections[-1].title, (stolen_after - stolen) / max(1, after - total)))
+        print(f"{sections[-1].title}: {duration(time.perf_counter() - started)}, steal {steals[-1][1]:.0%}", file=sys.stderr)
     previous = previous_summary(DOC.read_text()) if DOC.exists() else ("?", {})
-    text = report(sections, args.quick, time.perf_counter() - began, previous)
+    text = report(sections, args.quick, time.perf_counter() - began, previous, steals)
     if args.quick:
         print(text)
         return
