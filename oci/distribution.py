@@ -31,7 +31,7 @@ from wasm_oci.oci.layout import OCILayout
 from wasm_oci.oci.memory_store import MemoryStore
 from wasm_oci.oci.options import RegistryOptions
 from wasm_oci.oci.reference import LayoutReference, Reference, RegistryReference
-from wasm_oci.oci.target import Target
+from wasm_oci.oci.target import DocumentCache, Target
 from wasm_oci.wasm_file import is_path, names_wasm_file, read_wasm_file
 
 __all__ = [
@@ -221,7 +221,8 @@ def pull(
     ref = parse_source(ref_text)
     src, root, local = _resolve(ref, options)
     decision = check(ref, src, root) if check is not None and not local else None
-    artifact = read_artifact(src, root)
+    source = DocumentCache(src)  # the manifest and config, read once for the check below and the copy
+    artifact = read_artifact(source, root)
     canonical = str(ref.with_digest(root.digest))
     if output is not None:
         written, stats = _export_layer(src, artifact.layer, output, progress)
@@ -229,7 +230,7 @@ def pull(
     store = localstore.open_store(create=True)
     stats = CopyStats()
     try:
-        copy_graph(src, store, root, None, progress, stats)
+        copy_graph(source, store, root, None, progress, stats)
     except BaseException:
         localstore.prune(set(stats.written))
         raise

@@ -9,6 +9,7 @@ read-only target to any target.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import Protocol
@@ -55,3 +56,28 @@ def fetch_bytes(target: ReadOnlyTarget, desc: Descriptor, what: str, limit: int 
         raise MalformedContent(f"{what} {desc.digest} claims {desc.size} bytes, over the {limit}-byte limit")
     with target.fetch(desc) as chunks:
         return b"".join(digests.verified(chunks, desc.digest, desc.size, what))
+
+
+class DocumentCache:
+    """A read-only target over `source` that keeps the documents (manifests, configs: objects of
+    at most MAX_DOCUMENT bytes) it fetched whole and verified, so that a pull reads each from
+    the registry once (first to check the artifact, then to copy it) instead of twice; larger
+    blobs stream from `source` as they would."""
+
+    def __init__(self, source: ReadOnlyTarget) -> None:
+        self.source = source
+        self._kept: dict[str, bytes] = {}
+
+    def exists(self, desc: Descriptor) -> bool:
+        return desc.digest in self._kept or self.source.exists(desc)
+
+    @contextlib.contextmanager
+    def fetch(self, desc: Descriptor) -> Iterator[Iterator[bytes]]:
+        if desc.size > MAX_DOCUMENT:
+            with self.source.fetch(desc) as chunks:
+                yield chunks
+            return
+        kept = self._kept.get(desc.digest)
+        if kept is None or len(kept) != desc.size:
+            kept = self._kept[desc.digest] = fetch_bytes(self.source, desc, f"blob {desc.digest}")
+        yield iter((kept,))

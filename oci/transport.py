@@ -35,9 +35,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
+from wasm_oci import __version__
 from wasm_oci.errors import MalformedContent, RegistryError, RegistryUnreachable, WasmOciError
 
 MAX_REDIRECTS = 5
+USER_AGENT = f"wasm-oci/{__version__}"
+"""Sent with every request: registries log and rate-limit by client (http.client sends none)."""
 CHUNK = 1 << 20
 """The most one read returns, and the size of the pieces an upload is sent in."""
 _REDIRECTS = (301, 302, 303, 307, 308)
@@ -220,7 +223,7 @@ class Transport:
 
     def request(self, method: str, url: str, headers: Mapping[str, str] | None = None, data: Any = None, follow: bool = True) -> Response:
         """Send one request, following redirects of GET and HEAD; the response's body is unread."""
-        sent = {"Accept-Encoding": "identity", **(headers or {})}
+        sent = {"Accept-Encoding": "identity", "User-Agent": USER_AGENT, **(headers or {})}
         for _ in range(MAX_REDIRECTS + 1):
             scheme = urlsplit(url).scheme
             if scheme not in ("http", "https"):

@@ -152,3 +152,18 @@ def test_pushed_index_selects_the_wasm_platform(
     result = api.pull(index_ref, PLAIN, out)
     assert result.descriptor.media_type == "application/vnd.oci.image.index.v1+json"
     assert out.read_bytes() == HELLO.read_bytes()
+
+
+def test_a_pull_reads_each_document_from_the_registry_once(wasm_oci: ToolRunner, registry: RegistryServer) -> None:
+    """The artifact check and the copy share what was fetched: one GET of the manifest, one of
+    each blob (the registry's own access log counts them), every request naming its client."""
+    ref = f"{registry.host}/once/hello:1"
+    wasm_oci("push", HELLO, ref, "--plain-http")
+    mark = len(registry.log_path.read_text().splitlines())
+    wasm_oci("pull", ref, "--plain-http")
+    lines = [line for line in registry.log_path.read_text().splitlines()[mark:] if '"GET /v2/once/hello/' in line]
+    paths = [line.split('"GET ', 1)[1].split(" ", 1)[0] for line in lines]
+    assert sum("/manifests/" in path for path in paths) == 1, paths
+    blobs = [path for path in paths if "/blobs/" in path]
+    assert len(blobs) == 2 and len(set(blobs)) == 2, paths  # config and wasm layer, each once
+    assert all(line.rstrip().endswith('"wasm-oci/0.1.0"') for line in lines), lines[0]

@@ -115,11 +115,13 @@ def hostile() -> Iterator[HostileRegistry]:
         yield reg
 
 
-def test_pull_downloads_config_and_layer_at_once(private_home: Path, hostile: HostileRegistry) -> None:
+def test_copy_downloads_config_and_layer_at_once(hostile: HostileRegistry, tmp_path: Path) -> None:
+    """A copy fetches the blobs of a manifest in parallel (a pull reads the config earlier, to
+    check the artifact, and copies it from memory: its copy downloads the layer alone)."""
     hostile.seed_hello()
     overlap = Overlap()
     hostile.mode, hostile.params["overlap"] = "test.overlap", overlap
-    result = api.pull(f"{hostile.host}/acme/hello:1.0", PLAIN)
+    result = api.copy(f"{hostile.host}/acme/hello:1.0", f"oci:{tmp_path / 'layout'}:1.0", PLAIN)
     assert overlap.most == 2, "the config and the layer were fetched one after the other"
     assert result.stats is not None and result.stats.blobs_copied == 2
 
