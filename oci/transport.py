@@ -355,6 +355,11 @@ class Transport:
                 self.cutoff.check()
                 conn.send(chunk)
             raw = conn.getresponse()
+            if absolute and raw.status == 407:  # the proxy's answer, not the registry's: no login would help
+                raise RegistryError(
+                    f"the HTTP proxy refused to forward to {self.host} (407 Proxy Authentication Required): "
+                    "give its credentials in the proxy URL (http://USER:PASSWORD@HOST:PORT)"
+                )
         except BaseException as exc:
             if conn is not None:
                 conn.close()
@@ -417,6 +422,8 @@ class Transport:
                 return RegistryUnreachable(f"cannot reach registry {self.host}: connection refused")
         if isinstance(exc, (http.client.InvalidURL, ValueError, UnicodeError)):
             return RegistryError(f"{self.host}: unusable URL or header in the exchange ({name}: {str(exc)[:120]})")
+        if isinstance(exc, OSError) and str(exc).startswith("Tunnel connection failed"):  # http.client's CONNECT refused
+            return RegistryUnreachable(f"the HTTP proxy would not open a tunnel to {self.host} ({str(exc)[26:][:120]})")
         if isinstance(exc, (http.client.HTTPException, OSError)):
             return RegistryUnreachable(f"connection to {self.host} broke during the {during} ({name})")
         raise exc

@@ -5,8 +5,10 @@ proxy credentials, and a proxy that is down or refuses."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -93,3 +95,47 @@ def test_an_https_proxy_url_is_refused_in_one_line(wasm_oci: ToolRunner, registr
     result = _through(wasm_oci, "https://127.0.0.1:9")("pull", f"{registry.host}/any/hello:1", "--plain-http", check=False)
     assert result.returncode == 9, result.stderr
     assert result.stderr.strip() == f"wasm-oci: error: proxy https://127.0.0.1 for {registry.host}: only http:// proxies are supported"
+
+
+def test_a_proxy_that_refuses_the_tunnel_is_named(wasm_oci: ToolRunner, secure_registry: RegistryServer, tmp_path: Path) -> None:
+    """tinyproxy opens CONNECT tunnels to its ConnectPorts only: to the registry's port it answers 403."""
+    with ForwardProxy(tmp_path / "strict", connect_ports=(443,)) as strict:
+        result = _through(wasm_oci, strict.url)(
+            "pull", f"{secure_registry.host}/any/hello:1", "--ca-file", secure_registry.ca_cert, check=False
+        )
+    assert result.returncode == 8, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"wasm-oci: error: the HTTP proxy would not open a tunnel to {secure_registry.host} (403 Access violation)"
+    ]
+
+
+class _DemandingProxy(BaseHTTPRequestHandler):
+    """A proxy that wants credentials it is never given (tinyproxy answers 401 instead of 407)."""
+
+    def do_GET(self) -> None:
+        self.send_response(407)
+        self.send_header("Proxy-Authenticate", 'Basic realm="proxy"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_HEAD = do_GET
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_407_names_the_proxy_not_the_registry(wasm_oci: ToolRunner, registry: RegistryServer) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _DemandingProxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = _through(wasm_oci, f"http://127.0.0.1:{server.server_address[1]}")(
+            "pull", f"{registry.host}/any/hello:1", "--plain-http", check=False
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 9, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"wasm-oci: error: the HTTP proxy refused to forward to {registry.host} (407 Proxy Authentication Required): "
+        "give its credentials in the proxy URL (http://USER:PASSWORD@HOST:PORT)"
+    ]
