@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import wasmtime
@@ -94,9 +94,9 @@ def _c_strings(strings: list[str]) -> ctypes.Array[ctypes.c_char_p]:
     return array
 
 
-def set_argv_env(config: wasmtime.WasiConfig, argv: list[str], env: dict[str, str]) -> None:
+def set_argv_env(config: wasmtime.WasiConfig, argv: Sequence[str], env: Mapping[str, str]) -> None:
     """Give the guest exactly `argv` and `env` (Wasmtime copies the strings)."""
-    if not _SET_ARGV(config.ptr(), len(argv), _c_strings(argv)):
+    if not _SET_ARGV(config.ptr(), len(argv), _c_strings(list(argv))):
         raise wasmtime.WasmtimeError("failed to configure argv")
     if not _SET_ENV(config.ptr(), len(env), _c_strings(list(env)), _c_strings(list(env.values()))):
         raise wasmtime.WasmtimeError("failed to configure the environment")

@@ -26,7 +26,7 @@ def wasi_config(spec: RunSpec) -> tuple[wasmtime.WasiConfig, stdin.Stream | None
     config = wasmtime.WasiConfig()
     relay = None
     try:
-        ffi.set_argv_env(config, list(spec.args), dict(spec.env))
+        ffi.set_argv_env(config, spec.args, spec.env)
         relay = _stdin(config, spec.stdin)
         _stream(config, "stdout", spec.stdout)
         _stream(config, "stderr", spec.stderr)

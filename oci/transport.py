@@ -100,7 +100,8 @@ class Body:
     size: int
 
 
-def origin(url: str) -> tuple[str, str, int | None]:
+def origin(url: str) -> _Origin:
+    """(scheme, host, port) with the scheme's default port; port -1 when the URL's is not a number."""
     parts = urlsplit(url)
     try:
         port = parts.port
@@ -337,10 +338,9 @@ class Transport:
         reused = False
         try:
             parts = urlsplit(url)
-            scheme, host, port = parts.scheme, parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
-            if not host:
-                raise ValueError(f"no host in {url[:120]!r}")
-            key = (scheme, host.lower(), port)
+            key = origin(url)
+            if not key[1] or key[2] == -1:
+                raise ValueError(f"no host or an unusable port in {url[:120]!r}")
             conn, absolute = self._connection(key, per_read, reuse)
             reused = conn.sock is not None
             target = url.split("#", 1)[0] if absolute else (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
