@@ -17,12 +17,12 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import product
 from common import SHIM_MISSING, Comparison, Section, alternate, comparisons, main
 from guests import build
 from stack import Stack, Workload, stack
@@ -90,8 +90,8 @@ def run(quick: bool) -> Section:
     with tempfile.TemporaryDirectory(prefix="wasm-oci-bench-") as tmp:
         clock = build("clock", Path(tmp))
         env = {**os.environ, "WASM_OCI_HOME": str(Path(tmp) / "home")}
-        cli = [str(Path(sys.executable).with_name("wasm-oci")), "run", str(clock)]
-        floor = [sys.executable, "-c", "import time; print(time.time_ns())"]
+        cli = [product.cli(), "run", str(clock)]
+        floor = [product.python(), "-c", "import time; print(time.time_ns())"]
         from_command(cli, env)  # fills the precompile cache
         cli_runs, floor_runs = alternate(runs, lambda i: from_command(cli, env), lambda i: from_command(floor, env))
         with stack() as s:

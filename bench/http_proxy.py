@@ -23,8 +23,9 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import product
 from common import Section, duration, main, median, percentile, ratio, table
-from engine_serve import WASM_OCI, Round, loaded
+from engine_serve import Round, loaded
 
 from services import proxy_components
 
@@ -54,7 +55,7 @@ bounded by the {CPUS} CPUs the clients share with the server."""
 
 def start(server: str, wasm: Path) -> tuple[subprocess.Popen[str], int]:
     if server == OURS:
-        argv = [WASM_OCI, "serve", str(wasm), "--listen", "127.0.0.1:0", "--timeout", str(TIMEOUT), "--memory", str(MEMORY)]
+        argv = [product.cli(), "serve", str(wasm), "--listen", "127.0.0.1:0", "--timeout", str(TIMEOUT), "--memory", str(MEMORY)]
         proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
         assert proc.stderr is not None
         banner = proc.stderr.readline()  # after the guest is loaded: compiled once, then from the cache

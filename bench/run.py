@@ -31,6 +31,7 @@ import entry
 import http_density
 import http_proxy
 import procfs
+import product
 import throughput
 from common import REPO, SUMMARY_HEADER, Section, duration, table
 from stack import SHIM_INSTALL
@@ -59,7 +60,7 @@ def machine() -> str:
             f"- Python {platform.python_version()}; wasmtime (Python) {version('wasmtime')}",
             f"- {_version([find_tool('containerd'), '--version'])}; {_version([find_tool('runc'), '--version'])}",
             f"- oras {_version([find_tool('oras'), 'version'])}",
-            f"- wasm-oci shim: {SHIM_INSTALL} for {sys.executable}, written into a private dir first on containerd's PATH",
+            f"- wasm-oci under test: {product.INSTALL}; the shim: {SHIM_INSTALL} for that install, written into a private dir first on containerd's PATH",
             f"- run at {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         ]
     )

@@ -5,10 +5,11 @@ containerd runs as the test fixtures run it (tests/services/containerd.py: own m
 state in a temp dir). runc and containerd-shim-runc-v2 come from the tools bin dir, which is on
 containerd's PATH. The wasm-oci shim (`containerd-shim-wasm-oci-v1`, runtime
 `io.containerd.wasm-oci.v1`) is installed the way docs/shim.md "Install" tells operators to: the
-fast launcher written by `python -m wasm_oci.shim.launcher DIR` (this Python's installation) into
-a private dir put first on containerd's PATH, as tests/services/shim.py does. pip's console
-script would be found otherwise, and it costs ~15 ms of `site` start-up per `start`/`delete`:
-the published figures would not be what an operator gets. If the launcher cannot be written
+fast launcher written by `python -m wasm_oci.shim.launcher DIR` of the documented install
+(bench/product.py: a fresh venv, `pip install REPO`) into a private dir put first on containerd's
+PATH, as tests/services/shim.py does. pip's console script would be found otherwise, and it costs
+~15 ms of `site` start-up per `start`/`delete`: the published figures would not be what an
+operator gets. If the launcher cannot be written
 (wasm_oci.shim not importable), the Wasm side of each benchmark reports `(shim not installed)`.
 """
 
@@ -17,7 +18,6 @@ from __future__ import annotations
 import itertools
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 from collections import Counter
@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import product
 from images import push_busybox, push_component
 
 from services.containerd import ContainerdServer
@@ -43,7 +44,7 @@ SHIM_INSTALL = "fast launcher (`python -m wasm_oci.shim.launcher DIR`, docs/shim
 def install_shim(directory: Path) -> Path | None:
     """The documented install: the launcher written into `directory` by a separate
     `python -m wasm_oci.shim.launcher`, exactly as an operator runs it; None if that fails."""
-    done = subprocess.run([sys.executable, "-m", "wasm_oci.shim.launcher", str(directory)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([product.python(), "-m", "wasm_oci.shim.launcher", str(directory)], capture_output=True, text=True, timeout=60)
     path = directory / SHIM_BINARY
     return path if done.returncode == 0 and path.is_file() else None
 

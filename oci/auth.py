@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -181,7 +182,10 @@ class Challenge:
 
 
 class Authenticator:
-    """Answers 401 challenges for one registry host; tokens are cached by scope."""
+    """Answers 401 challenges for one registry host; tokens are cached by scope.
+
+    Parallel transfers share it: the first to be challenged for a scope fetches the token while the
+    others wait for it, so the token service sees one request per scope, not one per blob."""
 
     def __init__(self, host: str, transport: Transport, creds: Credentials | None, secure: bool) -> None:
         self.host = host
@@ -189,6 +193,7 @@ class Authenticator:
         self.creds = creds
         self.secure = secure
         self._tokens: dict[str, str] = {}
+        self._fetching = threading.Lock()
         self.scheme: str | None = None
 
     def header_for(self, scope: str) -> dict[str, str]:
@@ -198,8 +203,9 @@ class Authenticator:
         token = self._tokens.get(scope)
         return {"Authorization": f"Bearer {token}"} if token else {}
 
-    def answer(self, response: Response, scope: str) -> dict[str, str]:
-        """Given a 401, return headers to retry with, or raise AuthenticationError."""
+    def answer(self, response: Response, scope: str, rejected: str | None = None) -> dict[str, str]:
+        """Given a 401 to a request sent with the Authorization header `rejected` (None: without one),
+        return headers to retry with, or raise AuthenticationError."""
         header = response.headers.get("WWW-Authenticate", "")
         challenge = Challenge.parse(header)
         self.scheme = challenge.scheme
@@ -210,8 +216,11 @@ class Authenticator:
                 )
             return {"Authorization": "Basic " + self._basic()}
         if challenge.scheme == "bearer":
-            token = self._fetch_token(challenge, challenge.params.get("scope") or scope)
-            self._tokens[scope] = token
+            with self._fetching:
+                token = self._tokens.get(scope)
+                if token is None or f"Bearer {token}" == rejected:  # none yet, or the one just refused
+                    token = self._fetch_token(challenge, challenge.params.get("scope") or scope)
+                    self._tokens[scope] = token
             return {"Authorization": f"Bearer {token}"}
         raise AuthenticationError(f"{self.host} asked for unsupported authentication {header[:120]!r}")
 

@@ -92,7 +92,7 @@ class RemoteRepository:
                 response.close()
                 if isinstance(data, Body) or hasattr(data, "read"):  # streamed once: it cannot be sent again
                     raise AuthenticationError(f"{self.registry} refused the credentials for {self.repository}")
-                sent.update(self.authenticator.answer(response, scope))
+                sent.update(self.authenticator.answer(response, scope, sent.get("Authorization")))
                 response = self.transport.request(method, url, sent, data)
                 if response.status_code == 401:
                     raise AuthenticationError(

@@ -134,3 +134,20 @@ def test_oras_py_operations_run_through_our_auth(private_home: Path, secure_regi
         api.push(str(HELLO), f"{reg.host}/secure/oras-py:{tag}", options, options)
     repo = OrasRepository(parse(f"{reg.host}/secure/oras-py:a"), options)  # type: ignore[arg-type]
     assert sorted(repo.get_tags(f"{reg.host}/secure/oras-py")) == ["a", "b"]
+
+
+def test_one_token_per_scope_for_parallel_transfers(wasm_oci: ToolRunner, token_registry: RegistryServer, tmp_path: Path) -> None:
+    """The blobs of one artifact move in parallel: they share a token per scope instead of each
+    answering its own first challenge at the token service."""
+    reg = token_registry
+    assert reg.token_server is not None
+    ref = f"{reg.host}/tokens/single-flight:1"
+    login = ("--plain-http", "-u", reg.username, "-p", reg.password)
+    before = len(reg.token_server.requests)
+    wasm_oci("push", HELLO, ref, *login)
+    pushed = [request["scope"] for request in reg.token_server.requests[before:]]
+    assert len(pushed) == len({tuple(scopes) for scopes in pushed}), pushed
+    before = len(reg.token_server.requests)
+    wasm_oci("pull", ref, *login, "-o", tmp_path / "t.wasm")
+    pulled = [request["scope"] for request in reg.token_server.requests[before:]]
+    assert len(pulled) == 1, pulled
