@@ -78,8 +78,8 @@ repository (nothing skipped), each pull into an empty destination. {runs} runs e
         """What the ratios say: a Python CLI pays for its start-up on every invocation, which the Go `oras`
 binary does not. The floor row is that cost alone for any click CLI that speaks HTTP: the installed
 interpreter (~11 ms), click (~35 ms), http.client with the email package it needs, hashlib and json,
-and the exit. It is above the whole of an `oras pull` of 1 MB, and of 50 MB, and above twice oras's
-1 MB push. wasm-oci adds its own modules (~30 ms: the reference grammar, the store, the registry
+and the exit. By itself it is more than twice oras's whole 1 MB push and pull, and about all of its
+50 MB pull. wasm-oci adds its own modules (~30 ms: the reference grammar, the store, the registry
 client, the trust policy) and the transfer (~25 ms for 1 MB in-process). oras-py, jsonschema and
 the engine are not imported by push or pull. On 50 MB, most of a push is the registry's own
 handling of the upload (~0.2 s for distribution to store, hash and fsync it, the same for both

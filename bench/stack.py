@@ -9,8 +9,8 @@ fast launcher written by `python -m wasm_oci.shim.launcher DIR` of the documente
 (bench/product.py: a fresh venv, `pip install REPO`) into a private dir put first on containerd's
 PATH, as tests/services/shim.py does. pip's console script would be found otherwise, and it costs
 ~15 ms of `site` start-up per `start`/`delete`: the published figures would not be what an
-operator gets. If the launcher cannot be written
-(wasm_oci.shim not importable), the Wasm side of each benchmark reports `(shim not installed)`.
+operator gets. If the launcher cannot be written (wasm_oci.shim not importable), the Wasm side
+of each benchmark reports `(shim not installed)`.
 """
 
 from __future__ import annotations
